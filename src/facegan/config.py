@@ -1,0 +1,236 @@
+"""Typed parameters: params.yaml -> frozen dataclasses, one section per stage.
+
+Every key is checked when it is read: an unknown key, a value of the wrong type
+or one out of range raises `ConfigError` naming the dotted key and what is
+allowed, so a typo in `dvc exp run -S ...` fails before any work starts.
+Keys left out of params.yaml take the defaults below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from facegan.paths import repo_root
+
+
+class ConfigError(ValueError):
+    """A params key is unknown, of the wrong type, or out of range."""
+
+
+def bounded(default, lo=None, hi=None):
+    """A field with an inclusive range checked by the loader."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+def listed(default, choices):
+    """A list field whose items must be among `choices`."""
+    return field(default_factory=lambda: list(default), metadata={"choices": tuple(choices)})
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Fractions of identities per split; identity-disjoint, seeded."""
+    train: float = bounded(0.8, 0.0, 1.0)
+    val: float = bounded(0.1, 0.0, 1.0)
+    test: float = bounded(0.1, 0.0, 1.0)
+
+    def check(self, key: str) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"{key}: train + val + test must sum to 1, got {total:g}")
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """One public release inside the mirror."""
+    folder: str = ""
+    max_images: int = bounded(0, 0)  # 0 = every image of the release
+    split: SplitParams = field(default_factory=SplitParams)
+
+
+DATASETS = ("celeba", "london", "umist", "emoji", "scut")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    mirror: str = "../shared/datasets"
+    seed: int = bounded(0, 0)
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    sets: list[str] = listed(["celeba", "london", "umist", "emoji"], DATASETS)
+    # A set whose kept/read fraction falls below this fails the stage.
+    min_kept_fraction: float = bounded(0.3, 0.0, 1.0)
+    celeba: SourceParams = field(default_factory=lambda: SourceParams(folder="celeba"))
+    london: SourceParams = field(default_factory=lambda: SourceParams(folder="london"))
+    umist: SourceParams = field(default_factory=lambda: SourceParams(folder="umist"))
+    emoji: SourceParams = field(default_factory=lambda: SourceParams(folder="emoji"))
+    scut: SourceParams = field(default_factory=lambda: SourceParams(folder="SCUT-FBP5500"))
+
+
+@dataclass(frozen=True)
+class RenderAvatarsParams:
+    n: int = bounded(2000, 1, 1_000_000)
+    size: int = bounded(64, 16, 1024)
+    seed: int = bounded(0, 0)
+    split: SplitParams = field(default_factory=SplitParams)
+
+
+DETECTORS = ("hog", "cnn", "median_box")
+
+
+@dataclass(frozen=True)
+class AlignSetParams:
+    """How one set is cropped.
+
+    mode `landmarks`: similarity transform of the 68 landmarks onto the template.
+    mode `dataset_crop`: keep the release's own tight crop (padded square,
+    resized) and record landmarks where a detector finds the face; for profile
+    views (UMIST) that defeat frontal detectors.
+    detectors are tried in order; `median_box` places the shape predictor in the
+    median box of this set's detected faces (valid for releases that are
+    already roughly aligned, like CelebA's img_align_celeba).
+    """
+    mode: Literal["landmarks", "dataset_crop"] = "landmarks"
+    detectors: list[str] = listed(["hog"], DETECTORS)
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    size: int = bounded(64, 16, 1024)
+    backend: Literal["dlib", "face_alignment"] = "dlib"
+    device: str = "auto"
+    workers: int = bounded(2, 1, 256)
+    # Detection runs on a copy whose short side is this many pixels: CelebA's
+    # half-resolution faces (~40 px) grow past HOG's 80-px window, London's shrink.
+    detect_side: int = bounded(200, 64, 2000)
+    # Template placement in the crop, as fractions of its side.
+    eye_distance: float = bounded(0.28, 0.05, 0.9)
+    eye_y: float = bounded(0.38, 0.05, 0.95)
+    sets: list[str] = listed(["celeba", "london", "umist"], DATASETS)
+    min_found_fraction: float = bounded(0.3, 0.0, 1.0)
+    celeba: AlignSetParams = field(default_factory=lambda: AlignSetParams(detectors=["hog", "median_box"]))
+    london: AlignSetParams = field(default_factory=AlignSetParams)
+    umist: AlignSetParams = field(default_factory=lambda: AlignSetParams(mode="dataset_crop", detectors=["hog", "cnn"]))
+    emoji: AlignSetParams = field(default_factory=AlignSetParams)
+    scut: AlignSetParams = field(default_factory=AlignSetParams)
+
+    def check(self, key: str) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"{key}.device: expected 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    enabled: bool = True
+    experiment: str = "facegan"
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+    render_avatars: RenderAvatarsParams = field(default_factory=RenderAvatarsParams)
+    align: AlignParams = field(default_factory=AlignParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+
+# ---------------------------------------------------------------- loading
+
+def _type_name(tp) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp, value: Any, key: str, meta: Mapping) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key, meta)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        items = [_convert(inner, v, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        choices = meta.get("choices")
+        for i, item in enumerate(items):
+            if choices and item not in choices:
+                raise ConfigError(f"{key}[{i}]: {item!r} is not allowed; choose from {', '.join(choices)}")
+        return items
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if ok is None:
+        raise TypeError(f"unsupported params type {tp} at {key}")
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    value = float(value) if tp is float else value
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed {lo if lo is not None else '-inf'} .. "
+                          f"{hi if hi is not None else 'inf'}")
+    return value
+
+
+def build(cls, data: Any, key: str = ""):
+    """Instantiate dataclass `cls` from a mapping, checking every key."""
+    label = key or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"unknown key '{where}{unknown[0]}'; allowed keys in {label}: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], data[name], f"{key}.{name}" if key else name, fields[name].metadata)
+              for name in fields if name in data}
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(label)
+    return obj
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    path = Path(path) if path else repo_root() / "params.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return build(Params, raw)
+
+
+def section_dict(section) -> dict:
+    """A params section as plain nested dicts (for MLflow and JSON)."""
+    return dataclasses.asdict(section)

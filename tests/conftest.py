@@ -1,0 +1,73 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_mirror() -> Path:
+    """FACEGAN_DATA, else ../shared/datasets next to the repository or any parent of it."""
+    if os.environ.get("FACEGAN_DATA"):
+        return Path(os.environ["FACEGAN_DATA"]).resolve()
+    for folder in (REPO, *REPO.parents):
+        candidate = folder / "shared" / "datasets"
+        if (candidate / "README.md").exists():
+            return candidate.resolve()
+    raise RuntimeError("face data mirror not found: set FACEGAN_DATA to the shared datasets folder")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    return find_mirror()
+
+
+@pytest.fixture(scope="session")
+def celeba_photo(mirror) -> Path:
+    return mirror / "celeba" / "img_align_celeba" / "000001.jpg"
+
+
+@pytest.fixture(scope="session")
+def london_photo(mirror) -> Path:
+    return mirror / "london" / "neutral_front" / "001_03.jpg"
+
+
+@pytest.fixture
+def no_face_photo(tmp_path) -> Path:
+    """A smooth gradient: an image, but no face."""
+    ramp = np.linspace(0, 255, 160, dtype=np.uint8)
+    image = np.stack([np.tile(ramp, (160, 1)), np.tile(ramp[:, None], (1, 160)), np.full((160, 160), 90, np.uint8)], -1)
+    path = tmp_path / "wall.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def grayscale_copy(src: Path, dst: Path) -> Path:
+    Image.open(src).convert("L").save(dst, format="JPEG")
+    return dst
+
+
+def copy_repo(dst: Path) -> Path:
+    """The repository as git sees it (tracked + untracked-not-ignored), as a fresh git repo."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src = REPO / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dst, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "copy"], cwd=dst, check=True)
+    return dst

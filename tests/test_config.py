@@ -1,0 +1,61 @@
+import re
+
+import pytest
+import yaml
+
+from facegan.config import ConfigError, Params, build, load_params
+from conftest import REPO
+
+
+def params_with(**overrides) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return raw
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.align.size == 64 and params.ingest.celeba.folder == "celeba"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"align.sizee": 64}, r"unknown key 'align\.sizee'.*allowed keys in align: size"),
+    ({"align.size": "64"}, r"align\.size: expected int, got '64'"),
+    ({"align.size": 8}, r"align\.size: 8 is out of range; allowed 16 \.\. 1024"),
+    ({"align.workers": True}, r"align\.workers: expected int"),
+    ({"align.backend": "mtcnn"}, r"align\.backend: expected one of 'dlib', 'face_alignment'"),
+    ({"ingest.sets": ["celeba", "lfw"]}, r"ingest\.sets\[1\]: 'lfw' is not allowed; choose from celeba"),
+    ({"ingest.celeba.split": {"train": 0.9, "val": 0.1, "test": 0.1}}, r"ingest\.celeba\.split: .*sum to 1"),
+    ({"align.device": "tpu"}, r"align\.device: expected 'auto', 'cpu' or 'cuda"),
+    ({"render_avatars": [1, 2]}, r"render_avatars: expected a mapping"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(Params, params_with(**overrides))
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        build(Params, {**params_with(), "trian": {}})
+
+
+def test_every_dvc_params_key_exists_in_params_yaml():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in stages.items():
+        for key in stage.get("params", []):
+            node = raw
+            for part in str(key).split("."):
+                assert isinstance(node, dict) and part in node, f"stage {name}: params key {key} not in params.yaml"
+                node = node[part]
+    templated = re.findall(r"\$\{([^}]+)\}", (REPO / "dvc.yaml").read_text())
+    for key in templated:
+        node = raw
+        for part in key.split("."):
+            assert part in node, f"dvc.yaml uses ${{{key}}} which params.yaml lacks"
+            node = node[part]

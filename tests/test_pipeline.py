@@ -1,0 +1,58 @@
+"""End to end: `dvc repro` of the DAG with tiny params in a temporary git copy of the repository."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import copy_repo
+
+TINY = {
+    "ingest.celeba.max_images": 60, "ingest.london.max_images": 20, "ingest.umist.max_images": 40,
+    "ingest.emoji.max_images": 30, "render_avatars.n": 8,
+}
+
+
+def dvc(args, cwd: Path, env) -> str:
+    done = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny(tmp_path, mirror):
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["mirror"] = str(mirror)
+    for dotted, value in TINY.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("FACEGAN_DATA", None)
+    env.pop("DVC_ROOT", None)
+
+    dvc(["repro"], repo, env)
+
+    quality = json.loads((repo / "reports/data_quality.json").read_text())["sets"]
+    assert quality["celeba"]["stages"]["ingest"]["kept"] == 60
+    assert quality["celeba"]["stages"]["align"]["read"] == 60
+    assert quality["london"]["stages"]["align"]["face_found_rate"] > 0.9
+    assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 8
+    for name in ("celeba", "london", "umist"):
+        manifest = pd.read_csv(repo / f"data/aligned/{name}/manifest.csv")
+        assert len(manifest) == quality[name]["stages"]["align"]["kept"]
+        assert all((repo / f"data/aligned/{name}" / p).exists() for p in manifest["path"])
+    assert (repo / "mlflow.db").exists()
+
+    assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
+    dag = dvc(["dag", "--md"], repo, env)
+    assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality"))
