@@ -3,10 +3,10 @@ import json
 import sys
 
 from facegan.data.quality import merge_parts
-from facegan.paths import repo_root
+from facegan.paths import project_root
 
 if __name__ == "__main__":
-    root = repo_root()
+    root = project_root()
     parts = [root / p for p in sys.argv[1:]]
     merged = merge_parts(parts)
     (root / "reports/data_quality.json").write_text(json.dumps(merged, indent=2) + "\n")

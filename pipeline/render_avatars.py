@@ -3,12 +3,12 @@ import shutil
 
 from facegan.data.avatars import run_render_avatars
 from facegan.data.quality import write_part
-from facegan.paths import repo_root
+from facegan.paths import project_root
 from facegan.stage import run_stage
 
 
 def body(params, run):
-    root = repo_root()
+    root = project_root()
     out = root / "data/avatars"
     shutil.rmtree(out, ignore_errors=True)
     quality = run_render_avatars(params.render_avatars, out)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from facegan.config import AlignParams, ConfigError, load_params
-from facegan.paths import repo_root
+from facegan.paths import project_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -78,7 +78,7 @@ def cmd_align(args) -> int:
 
 
 def cmd_info(args) -> int:
-    root = repo_root()
+    root = project_root()
     quality = root / "reports/data_quality.json"
     if not quality.exists():
         print("nothing produced yet: run `make run` (or `dvc repro`) in", root)

@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from facegan.paths import repo_root
+from facegan.paths import project_root
 
 
 class ConfigError(ValueError):
@@ -221,7 +221,7 @@ def build(cls, data: Any, key: str = ""):
 
 
 def load_params(path: str | Path | None = None) -> Params:
-    path = Path(path) if path else repo_root() / "params.yaml"
+    path = Path(path) if path else project_root() / "params.yaml"
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:

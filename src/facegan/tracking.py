@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from facegan.config import TrackingParams
-from facegan.paths import repo_root
+from facegan.paths import home_root, project_root
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class StageRun:
 
 
 def tracking_uri(root: Path | None = None) -> str:
-    return f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
+    return f"sqlite:///{(root or home_root()) / 'mlflow.db'}"
 
 
 @contextlib.contextmanager
@@ -71,7 +71,7 @@ def stage_run(stage: str, params: dict, settings: TrackingParams) -> Iterator[St
         return
     import mlflow
 
-    root = repo_root()
+    root = home_root()
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     experiment_id = (experiment.experiment_id if experiment else
@@ -81,7 +81,7 @@ def stage_run(stage: str, params: dict, settings: TrackingParams) -> Iterator[St
             "stage": stage,
             "dvc_stage": os.environ.get("DVC_STAGE", stage),
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "git_commit": git_commit(root),
+            "git_commit": git_commit(project_root()),
         })
         mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
         run = StageRun(mlflow)
