@@ -10,15 +10,20 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Where this workplace's machines keep the mirror, for clones made outside its parent (CI may clone anywhere).
+WORKPLACE_MIRROR = Path("/work/shared/datasets")
+
+
 def find_mirror() -> Path:
-    """FACEGAN_DATA, else ../shared/datasets next to the repository or any parent of it."""
+    """FACEGAN_DATA, else shared/datasets beside the repository or any parent of it, else the workplace's."""
     if os.environ.get("FACEGAN_DATA"):
         return Path(os.environ["FACEGAN_DATA"]).resolve()
-    for folder in (REPO, *REPO.parents):
-        candidate = folder / "shared" / "datasets"
+    candidates = [folder / "shared" / "datasets" for folder in (REPO, *REPO.parents)] + [WORKPLACE_MIRROR]
+    for candidate in candidates:
         if (candidate / "README.md").exists():
             return candidate.resolve()
-    raise RuntimeError("face data mirror not found: set FACEGAN_DATA to the shared datasets folder")
+    raise RuntimeError("face data mirror not found: set FACEGAN_DATA to the shared datasets folder "
+                       f"(looked in {', '.join(map(str, candidates))})")
 
 
 @pytest.fixture(scope="session")
