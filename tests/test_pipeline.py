@@ -12,8 +12,10 @@ import yaml
 from conftest import copy_repo
 
 TINY = {
-    "ingest.celeba.max_images": 60, "ingest.london.max_images": 20, "ingest.umist.max_images": 40,
-    "ingest.emoji.max_images": 30, "render_avatars.n": 8,
+    "ingest.celeba.max_images": 300, "ingest.celeba.split": {"train": 0.5, "val": 0.1, "test": 0.4},
+    "ingest.london.max_images": 20, "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30,
+    "render_avatars.n": 20, "render_avatars.split": {"train": 0.5, "val": 0.2, "test": 0.3},
+    "attr_classifier.epochs": 1, "attr_classifier.width": 8, "identity.pairs": 50,
 }
 
 
@@ -43,8 +45,8 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     dvc(["repro"], repo, env)
 
     quality = json.loads((repo / "reports/data_quality.json").read_text())["sets"]
-    assert quality["celeba"]["stages"]["ingest"]["kept"] == 60
-    assert quality["celeba"]["stages"]["align"]["read"] == 60
+    assert quality["celeba"]["stages"]["ingest"]["kept"] == 300
+    assert quality["celeba"]["stages"]["align"]["read"] == 300
     assert quality["london"]["stages"]["align"]["face_found_rate"] > 0.9
     assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 8
     for name in ("celeba", "london", "umist"):
@@ -52,7 +54,15 @@ def test_dvc_repro_tiny(tmp_path, mirror):
         assert len(manifest) == quality[name]["stages"]["align"]["kept"]
         assert all((repo / f"data/aligned/{name}" / p).exists() for p in manifest["path"])
     assert (repo / "mlflow.db").exists()
+    metrics = {p.stem: json.loads(p.read_text()) for p in (repo / "reports/metrics").glob("*.json")}
+    assert metrics["fid_stats"]["celeba"]["images"] > 0 and metrics["facenet_conversion"]["conv_layers"] == 132
+    assert set(metrics["attr_classifier"]["test"]) == set(params["attr_classifier"]["attributes"])
+    assert "dlib" in metrics["face_verification"] or "verification_unavailable" in metrics["face_verification"]
+    for name in ("models/pretrained/facenet.pt", "models/attr_classifier/model.pt", "data/identity/celeba_test.npz"):
+        assert (repo / name).exists(), name
+    assert sorted(p.name for p in (repo / "data/fid_stats").iterdir()) == ["avatars_test_64.npz", "celeba_test_64.npz"]
 
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
-    assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality"))
+    assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
+                                          "convert_facenet", "identity_gallery", "attr_classifier"))

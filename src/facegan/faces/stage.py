@@ -23,6 +23,7 @@ from facegan.config import AlignParams, AlignSetParams
 from facegan.data.images import load_rgb
 from facegan.data.manifest import read_manifest, write_manifest
 from facegan.data.quality import SetQuality, write_part
+from facegan.devices import resolve_device
 from facegan.faces.align import align_face, dataset_crop, transform_points
 from facegan.faces.landmarks import Landmarker
 
@@ -166,16 +167,6 @@ def _landmark_to_detector_box(fraction: tuple) -> tuple:
     x0, y0, x1, y1 = fraction
     w, h = x1 - x0, y1 - y0
     return (x0 - 0.05 * w, y0 - 0.05 * h, x1 + 0.05 * w, y1 + 0.05 * h)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 def run_align(params: AlignParams, raw_root: Path, out_root: Path, quality_path: Path) -> dict:

@@ -1,0 +1,39 @@
+"""In-memory image sets from the pipeline's manifests (the sets here are small)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facegan.data.images import load_rgb
+from facegan.data.manifest import read_manifest
+
+# Where each image set lives below the project root.
+SET_FOLDERS = {"avatars": "data/avatars"}
+
+
+def set_folder(root: Path, name: str) -> Path:
+    """data/aligned/<name>, or the folder of a set that is made, not aligned (avatars)."""
+    return root / SET_FOLDERS.get(name, f"data/aligned/{name}")
+
+
+def load_images(folder: Path, splits: list[str] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """(N, H, W, 3) uint8 and the manifest rows, optionally only some splits."""
+    frame = read_manifest(folder)
+    if splits:
+        frame = frame[frame["split"].isin(splits)].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"{folder}: no images in splits {splits}")
+    images = np.stack([load_rgb(folder / p) for p in frame["path"]])
+    return images, frame
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], the convention of every network here."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

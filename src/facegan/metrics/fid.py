@@ -1,0 +1,132 @@
+"""FID and KID on FID-Inception pool features.
+
+FID (Heusel et al. 2017): |mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)),
+with the matrix square root by scipy.linalg.sqrtm as FidHelper does.
+KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
+k(x, y) = (x.y / d + 1)^3, averaged over random subsets; its std over the
+subsets is reported too (as in stylegan2-ada's metric).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from facegan.pretrained.fid_inception import load_fid_inception
+
+
+def to_uint8_batch(images) -> torch.Tensor:
+    """Accepts (N, H, W, 3) uint8 arrays or (N, 3, H, W) tensors in [-1, 1]; returns N3HW in [0, 255]."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected N x H x W x 3 uint8 images, got {images.dtype} {images.shape}")
+        return torch.from_numpy(images).permute(0, 3, 1, 2)
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5)
+
+
+@torch.inference_mode()
+def inception_features(batches: Iterable, device: str = "cpu", precision: str = "fp32") -> np.ndarray:
+    """2048-d features for every image of every batch (see to_uint8_batch for the formats)."""
+    model = load_fid_inception(device)
+    out = []
+    for batch in batches:
+        x = to_uint8_batch(batch).to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                            enabled=precision == "bf16"):
+            out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 2048))
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    diff = np.square(mu1 - mu2).sum()
+    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(mu1)) * 1e-6  # singular product: regularise as pytorch-fid does
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    return float(np.real(diff + np.trace(sigma1 + sigma2 - 2 * covmean)))
+
+
+def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+    return frechet_distance(*statistics(real), *statistics(fake))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, n_subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 estimate over random subsets."""
+    rng = np.random.default_rng(seed)
+    m = min(len(real), len(fake), subset_size)
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 images per set, got {len(real)} real and {len(fake)} generated")
+    d = real.shape[1]
+    values = []
+    for _ in range(n_subsets):
+        x = fake[rng.choice(len(fake), m, replace=False)]
+        y = real[rng.choice(len(real), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def save_reference(path: Path, features: np.ndarray, **meta) -> None:
+    mu, sigma = statistics(features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mu=mu, sigma=sigma, features=features.astype(np.float32), **meta)
+
+
+def load_reference(path: Path) -> dict:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro fid_stats`")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def fid_kid_against(reference: dict, fake_features: np.ndarray, kid_subsets: int = 100) -> dict:
+    """The flat metric dict every evaluate stage reports."""
+    real = reference["features"].astype(np.float64)
+    kid_mean, kid_std = kid(real, fake_features, n_subsets=kid_subsets)
+    return {"fid": frechet_distance(reference["mu"], reference["sigma"], *statistics(fake_features)),
+            "kid": kid_mean, "kid_std": kid_std, "n_real": len(real), "n_fake": len(fake_features)}
+
+
+def reference_path(root: Path, name: str, split: str, size: int) -> Path:
+    """Where `fid_stats` caches the real statistics of one (set, split, resolution)."""
+    return root / "data" / "fid_stats" / f"{name}_{split}_{size}.npz"
+
+
+def batches_of(images: np.ndarray, batch_size: int):
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size]
+
+
+def run_fid_stats(params, root: Path) -> dict:
+    """Stage `fid_stats`: features and (mu, sigma) of each set's real split.
+
+    Also reports the FID between two random halves of the split: the floor that
+    sampling noise alone gives at this sample size, for reading other FIDs.
+    """
+    from facegan.data.datasets import load_images, set_folder
+    from facegan.devices import resolve_device
+
+    device = resolve_device(params.device)
+    report = {}
+    for name in params.sets:
+        images, _ = load_images(set_folder(root, name), [params.split])
+        features = inception_features(batches_of(images, params.batch_size), device, params.precision)
+        size = images.shape[1]
+        save_reference(reference_path(root, name, params.split, size), features, set=name, split=params.split,
+                       size=size, precision=params.precision)
+        order = np.random.default_rng(0).permutation(len(features))
+        half = len(features) // 2
+        report[name] = {"images": len(features), "size": size,
+                        "fid_half_vs_half": fid_from_features(features[order[:half]], features[order[half:]])}
+    return report

