@@ -43,7 +43,7 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=True)
 
     def forward(self, x):
-        return F.relu(self.conv(x))
+        return F.relu(self.conv(x), inplace=True)  # the conv output is fresh: no copy
 
 
 def tower(*convs: ConvBN) -> nn.Sequential:
