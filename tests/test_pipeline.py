@@ -48,7 +48,7 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     assert quality["celeba"]["stages"]["ingest"]["kept"] == 300
     assert quality["celeba"]["stages"]["align"]["read"] == 300
     assert quality["london"]["stages"]["align"]["face_found_rate"] > 0.9
-    assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 8
+    assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 20
     for name in ("celeba", "london", "umist"):
         manifest = pd.read_csv(repo / f"data/aligned/{name}/manifest.csv")
         assert len(manifest) == quality[name]["stages"]["align"]["kept"]

@@ -45,13 +45,16 @@ class AlignTask:
 _worker: dict = {}
 
 
-def _init_worker(backend: str, device: str, detect_side: int, size: int, eye_distance: float, eye_y: float) -> None:
+def _init_pool_worker(*args) -> None:
+    """One thread per worker process: the pool is the parallelism."""
+    import torch
+
     cv2.setNumThreads(1)
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
+    _init_worker(*args)
+
+
+def _init_worker(backend: str, device: str, detect_side: int, size: int, eye_distance: float, eye_y: float) -> None:
     _worker.update(landmarker=Landmarker(backend, device, detect_side), size=size,
                    eye_distance=eye_distance, eye_y=eye_y)
 
@@ -93,7 +96,8 @@ def run_tasks(tasks: list[AlignTask], params: AlignParams, device: str, label: s
         _init_worker(*init)
         return [_align_one(t) for t in tqdm(tasks, desc=label, unit="img", mininterval=2)]
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(params.workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
+    with ProcessPoolExecutor(params.workers, mp_context=context, initializer=_init_pool_worker,
+                             initargs=init) as pool:
         chunk = max(1, min(64, len(tasks) // (params.workers * 8)))
         return list(tqdm(pool.map(_align_one, tasks, chunksize=chunk), total=len(tasks), desc=label,
                          unit="img", mininterval=2))
