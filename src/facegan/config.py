@@ -180,6 +180,53 @@ class AttrClassifierParams:
 
 
 @dataclass(frozen=True)
+class TrainCommonParams:
+    """What every method's training shares (train.common)."""
+    device: str = "auto"
+    bf16: bool = True              # autocast where the CPU/GPU has bf16
+    channels_last: bool = True
+    seed: int = bounded(0, 0)
+    batch_size: int = bounded(64, 1, 8192)   # per process
+    max_steps: int = bounded(4000, 1)
+    max_minutes: float = bounded(8.0, 0.0)   # wall-clock budget; stops cleanly and saves
+    checkpoint_every: int = bounded(500, 1)
+    sample_every: int = bounded(500, 1)
+    log_every: int = bounded(20, 1)
+    nproc: int = bounded(1, 1, 512)          # > 1: the stage runs under torchrun
+
+    def check(self, key: str) -> None:
+        check_device(key, self.device)
+
+
+@dataclass(frozen=True)
+class CGANParams:
+    attributes: list[str] = listed(["Young", "Blond_Hair", "Male", "Attractive", "Smiling", "Eyeglasses"],
+                                   CELEBA_ATTRIBUTES)
+    z_dim: int = bounded(128, 1, 4096)
+    g_width: int = bounded(32, 2, 1024)   # G: 8w channels at 4 x 4, halved per doubling
+    d_width: int = bounded(16, 2, 1024)   # D: w channels at 32 x 32, doubled per halving
+    lr_g: float = bounded(2e-4, 1e-7, 1.0)
+    lr_d: float = bounded(2e-4, 1e-7, 1.0)
+    beta1: float = bounded(0.0, 0.0, 0.999)
+    beta2: float = bounded(0.9, 0.0, 0.9999)
+    ema_decay: float = bounded(0.999, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    common: TrainCommonParams = field(default_factory=TrainCommonParams)
+    cgan: CGANParams = field(default_factory=CGANParams)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    n_samples: int = bounded(1000, 2, 1_000_000)
+    batch_size: int = bounded(100, 1, 8192)
+    kid_subsets: int = bounded(100, 1, 10_000)
+    seed: int = bounded(0, 0)
+
+
+@dataclass(frozen=True)
 class TrackingParams:
     enabled: bool = True
     experiment: str = "facegan"
@@ -194,6 +241,8 @@ class Params:
     fid_stats: FidStatsParams = field(default_factory=FidStatsParams)
     identity: IdentityParams = field(default_factory=IdentityParams)
     attr_classifier: AttrClassifierParams = field(default_factory=AttrClassifierParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 

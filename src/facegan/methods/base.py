@@ -1,0 +1,63 @@
+"""The one interface every method follows (after pix2pix/CycleGAN's BaseModel).
+
+A method is an nn.Module holding its networks. The training loop gives it a
+batch and the step's random generator and gets back a dict of losses; for
+evaluation and the CLI it turns conditions or photos into images. All
+randomness of a step comes from `generator`, seeded by (seed, step, rank), so
+a run resumed from a checkpoint repeats an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class Method(nn.Module, ABC):
+    name: str = ""
+
+    def __init__(self, params, common):
+        super().__init__()
+        self.params = params
+        self.common = common
+
+    @abstractmethod
+    def trainable(self) -> dict[str, nn.Module]:
+        """Networks the loop may wrap in DistributedDataParallel (by attribute name)."""
+
+    @abstractmethod
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        ...
+
+    @abstractmethod
+    def train_step(self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step; returns the losses (floats) to log."""
+
+    @abstractmethod
+    def sample_grid(self, generator: torch.Generator) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1]: the progress grid, the same inputs at every call."""
+
+    def after_step(self, step: int) -> None:
+        """Hook for EMA updates and schedules."""
+
+
+class EMA:
+    """Exponential moving average of a network's weights (buffers copied), for sampling."""
+
+    def __init__(self, net: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        for target, source in zip(self.shadow.parameters(), net.parameters()):
+            target.lerp_(source.detach().float().to(target.dtype), 1 - self.decay)
+        for target, source in zip(self.shadow.buffers(), net.buffers()):
+            target.copy_(source)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper."""
+    return getattr(net, "module", net)

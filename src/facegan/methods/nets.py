@@ -1,0 +1,56 @@
+"""Blocks shared by the methods."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def sn_conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> nn.Module:
+    return spectral_norm(nn.Conv2d(cin, cout, kernel, stride, padding))
+
+
+def sn_linear(cin: int, cout: int, bias: bool = True) -> nn.Module:
+    return spectral_norm(nn.Linear(cin, cout, bias=bias))
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are linear in a condition vector (de Vries et al. 2017)."""
+
+    def __init__(self, channels: int, condition_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = nn.Linear(condition_dim, channels)
+        self.beta = nn.Linear(condition_dim, channels)
+        nn.init.zeros_(self.gamma.weight)
+        nn.init.ones_(self.gamma.bias)
+        nn.init.zeros_(self.beta.weight)
+        nn.init.zeros_(self.beta.bias)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gamma(condition)[:, :, None, None] + self.beta(condition)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """Nearest x2 upsampling, conv 3x3, conditional BN, ReLU."""
+
+    def __init__(self, cin: int, cout: int, condition_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm = ConditionalBatchNorm(cout, condition_dim)
+
+    def forward(self, x, condition):
+        return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2, mode="nearest")), condition))
+
+
+class DownBlock(nn.Module):
+    """Spectrally normalised conv 3x3 then conv 4x4 stride 2, LeakyReLU 0.1 (SNGAN's D)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = sn_conv(cin, cout, 3, 1, 1)
+        self.conv2 = sn_conv(cout, cout, 4, 2, 1)
+
+    def forward(self, x):
+        return F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)

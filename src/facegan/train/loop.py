@@ -1,0 +1,240 @@
+"""The one training loop for every method.
+
+device `auto`; bf16 autocast and channels_last where the hardware has bf16
+(AVX512-bf16/AMX CPUs, bf16 GPUs), switchable; every step's randomness from a
+generator seeded by (seed, step, rank), so resuming from a checkpoint repeats
+an uninterrupted run; a checkpoint every `checkpoint_every` steps and when the
+wall-clock budget `max_minutes` runs out; a loss CSV row every `log_every`
+steps and a sample grid every `sample_every` (both DVC plots); MLflow metrics;
+DistributedDataParallel when started by torchrun (gloo on CPU, nccl on GPU),
+where rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from facegan.devices import resolve_device
+from facegan.methods import Method, build_method
+from facegan.methods.base import unwrap
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def start_context(device: str) -> Context:
+    """Join the torchrun process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    return Context(rank, world, device)
+
+
+def bf16_supported(device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + rank) % (2 ** 63))
+
+
+def strip_ddp(state: dict) -> dict:
+    return {k.replace(".module.", "."): v for k, v in state.items()}
+
+
+class Trainer:
+    def __init__(self, name: str, params, batches, out_dir: Path, report_dir: Path, context: Context,
+                 size: int = 64, run=None):
+        self.name, self.params, self.common = name, params, params.train.common
+        self.batches, self.out_dir, self.report_dir, self.ctx, self.run = batches, out_dir, report_dir, context, run
+        self.autocast = self.common.bf16 and bf16_supported(context.device)
+        self.channels_last = self.common.channels_last
+        torch.manual_seed(self.common.seed)  # initial weights
+        self.method: Method = build_method(name, params, size).to(context.device)
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.step = 0
+        state = self._load_checkpoint()
+        if context.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            for attr, net in self.method.trainable().items():
+                setattr(self.method, attr, DDP(net, device_ids=[context.device] if context.device.startswith("cuda")
+                                               else None, broadcast_buffers=False))
+        self.method.optimizers = self.method.configure_optimizers()
+        if state:
+            for key, optimizer in self.method.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][key])
+
+    # ---------------------------------------------------------------- checkpoints
+    def fingerprint(self) -> str:
+        """What must match for a checkpoint to be resumed: the method's params and the
+        shared ones that change the run (not the budget: raising max_steps or
+        max_minutes continues training)."""
+        common = {k: v for k, v in asdict(self.common).items() if k not in ("max_steps", "max_minutes",
+                                                                            "checkpoint_every", "sample_every",
+                                                                            "log_every")}
+        return json.dumps({"method": asdict(getattr(self.params.train, self.name)), "common": common},
+                          sort_keys=True)
+
+    def _load_checkpoint(self) -> dict | None:
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
+        if state.get("fingerprint") != self.fingerprint():
+            log.info("%s: %s was trained with other params; starting afresh", self.name, path)
+            return None
+        self.method.load_state_dict(state["method"])
+        self.step = int(state["step"])
+        log.info("%s: resumed from %s at step %d", self.name, path, self.step)
+        return state
+
+    def save_checkpoint(self) -> None:
+        if not self.ctx.writer:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {"step": self.step, "fingerprint": self.fingerprint(), "method": strip_ddp(self.method.state_dict()),
+                 "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()}}
+        tmp = self.out_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)
+
+    def export(self, summary: dict) -> None:
+        """Weights and the params they were built with, for evaluation and the CLI."""
+        if not self.ctx.writer:
+            return
+        torch.save(strip_ddp(self.method.state_dict()), self.out_dir / MODEL)
+        meta = {"method": self.name, "params": asdict(getattr(self.params.train, self.name)),
+                "common": asdict(self.common), "size": self.batches.images.shape[1], **summary}
+        (self.out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    # ---------------------------------------------------------------- logging
+    def _log_losses(self, losses: dict, speed: float) -> None:
+        if not self.ctx.writer:
+            return
+        path = self.report_dir / "losses.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}, "img_per_s": round(speed, 2)}
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.run:
+            self.run.log_metrics(row, step=self.step)
+
+    def _trim_losses(self) -> None:
+        """On resume, drop rows logged after the checkpoint (they will be logged again)."""
+        path = self.report_dir / "losses.csv"
+        if not self.ctx.writer or not path.exists():
+            return
+        with open(path) as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            return
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+    def save_samples(self) -> None:
+        if not self.ctx.writer:
+            return
+        folder = self.report_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
+            grid = self.method.sample_grid(torch.Generator().manual_seed(self.common.seed)).float()
+        save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png", nrow=8)
+
+    # ---------------------------------------------------------------- the loop
+    def _should_stop(self, started: float) -> bool:
+        stop = torch.tensor(float(time.monotonic() - started > self.common.max_minutes * 60))
+        if self.ctx.distributed:
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(stop.item())
+
+    def fit(self) -> dict:
+        common = self.common
+        self._trim_losses()
+        started = time.monotonic()
+        window_start, window_images = time.monotonic(), 0
+        stopped_by = "max_steps"
+        progress = tqdm(total=common.max_steps, initial=self.step, desc=f"train {self.name}", unit="step",
+                        disable=not self.ctx.writer, mininterval=5)
+        while self.step < common.max_steps:
+            if self._should_stop(started):
+                stopped_by = "max_minutes"
+                break
+            batch = self.batches.batch(self.step, self.ctx.device)
+            with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
+                losses = self.method.train_step(batch, self.step, step_generator(common.seed, self.step,
+                                                                                 self.ctx.rank))
+            self.method.after_step(self.step)
+            self.step += 1
+            window_images += len(batch["image"]) * self.ctx.world_size
+            progress.update(1)
+            if self.step % common.log_every == 0 or self.step == common.max_steps:
+                speed = window_images / max(1e-9, time.monotonic() - window_start)
+                self._log_losses(losses, speed)
+                progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{speed:.0f}"})
+                window_start, window_images = time.monotonic(), 0
+            if self.step % common.checkpoint_every == 0:
+                self.save_checkpoint()
+            if self.step % common.sample_every == 0:
+                self.save_samples()
+        progress.close()
+        self.save_checkpoint()
+        self.save_samples()
+        minutes = (time.monotonic() - started) / 60
+        summary = {"steps": self.step, "stopped_by": stopped_by, "minutes_this_run": round(minutes, 2),
+                   "bf16": self.autocast, "channels_last": self.channels_last, "processes": self.ctx.world_size}
+        self.export(summary)
+        return summary
+
+
+def load_trained(name: str, root: Path, device: str = "cpu") -> Method:
+    """A trained method from models/<name>/ (built with the params it was trained with)."""
+    from facegan.config import build, Params
+
+    folder = Path(root) / "models" / name
+    if not (folder / MODEL).exists():
+        raise FileNotFoundError(f"method {name!r} is not trained yet: run `dvc repro train@{name}`")
+    meta = json.loads((folder / "model.json").read_text())
+    params = build(Params, {"train": {"common": meta["common"], name: meta["params"]}})
+    method = build_method(name, params, meta["size"])
+    method.load_state_dict(torch.load(folder / MODEL, map_location=device, weights_only=True))
+    return method.to(device).eval()
