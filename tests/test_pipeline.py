@@ -16,6 +16,9 @@ TINY = {
     "ingest.london.max_images": 20, "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30,
     "render_avatars.n": 20, "render_avatars.split": {"train": 0.5, "val": 0.2, "test": 0.3},
     "attr_classifier.epochs": 1, "attr_classifier.width": 8, "identity.pairs": 50,
+    "train.common.max_steps": 3, "train.common.batch_size": 8, "train.common.sample_every": 2,
+    "train.common.log_every": 1,
+    "train.cgan.g_width": 4, "train.cgan.d_width": 4, "eval.n_samples": 24, "eval.kid_subsets": 5,
 }
 
 
@@ -61,8 +64,18 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     for name in ("models/pretrained/facenet.pt", "models/attr_classifier/model.pt", "data/identity/celeba_test.npz"):
         assert (repo / name).exists(), name
     assert sorted(p.name for p in (repo / "data/fid_stats").iterdir()) == ["avatars_test_64.npz", "celeba_test_64.npz"]
+    cgan = metrics["cgan"]
+    assert {"fid", "kid", "kid_std", "attr_acc", "attr_acc_Male"} <= set(cgan) and cgan["fid"] > 0
+    assert (repo / "reports/eval/cgan/attribute_combinations.png").exists()
+    assert (repo / "reports/train/cgan/losses.csv").read_text().count("\n") == 4   # header + 3 steps
 
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
-                                          "convert_facenet", "identity_gallery", "attr_classifier"))
+                                          "convert_facenet", "identity_gallery", "attr_classifier",
+                                          "train@cgan", "evaluate@cgan"))
+    # a changed cgan param invalidates cgan's training alone
+    params["train"]["cgan"]["lr_g"] = 0.0001
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(["status"], repo, env)
+    assert "train@cgan:" in status and "attr_classifier:" not in status and "ingest:" not in status

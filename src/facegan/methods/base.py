@@ -51,9 +51,12 @@ class EMA:
         self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
+    def update(self, net: nn.Module, step: int) -> None:
+        """decay_t = min(decay, (1 + t) / (10 + t)): early on the average follows the
+        network instead of remembering its random initialisation."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         for target, source in zip(self.shadow.parameters(), net.parameters()):
-            target.lerp_(source.detach().float().to(target.dtype), 1 - self.decay)
+            target.lerp_(source.detach().float().to(target.dtype), 1 - decay)
         for target, source in zip(self.shadow.buffers(), net.buffers()):
             target.copy_(source)
 

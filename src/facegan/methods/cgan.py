@@ -11,7 +11,8 @@ Recipe (a modern take on the conditional DCGAN, Mirza & Osindero 2014):
 - Hinge loss: L_D = E[relu(1 - D(x, c))] + E[relu(1 + D(G(z, c'), c'))],
   L_G = -E[D(G(z, c'), c')], with c' drawn from the real label distribution
   (the labels of another real batch), Adam(0, 0.9), one D step per G step.
-- The generator used for sampling is the EMA of G's weights (decay 0.999).
+- The generator used for sampling is the EMA of G's weights (decay 0.999, warmed up
+  as min(0.999, (1 + t) / (10 + t)) so short runs do not average in the initialisation).
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ class CGAN(Method):
         return {"loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(), "loss_g": loss_g.item()}
 
     def after_step(self, step):
-        self.ema.update(unwrap(self.G))
+        self.ema.update(unwrap(self.G), step)
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, z: torch.Tensor | None = None,

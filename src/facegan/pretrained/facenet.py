@@ -73,33 +73,30 @@ class Block35(nn.Module):
         return F.relu(x + self.scale * self.up(mixed))
 
 
-class Block17(nn.Module):
-    def __init__(self, scope: str, scale: float = 0.10):
-        super().__init__()
-        self.scale = scale
-        self.branch_0 = Conv(f"{scope}/Branch_0/Conv2d_1x1", 896, 128, 1)
-        self.branch_1 = nn.Sequential(Conv(f"{scope}/Branch_1/Conv2d_0a_1x1", 896, 128, 1),
-                                      Conv(f"{scope}/Branch_1/Conv2d_0b_1x7", 128, 128, (1, 7)),
-                                      Conv(f"{scope}/Branch_1/Conv2d_0c_7x1", 128, 128, (7, 1)))
-        self.up = Conv(f"{scope}/Conv2d_1x1", 256, 896, 1, relu=False)
+class FactorizedBlock(nn.Module):
+    """block17 (k = 7) and block8 (k = 3): a 1x1 branch and a 1x1 -> 1xk -> kx1 branch,
+    projected back and added, scaled, to the input."""
 
-    def forward(self, x):
-        return F.relu(x + self.scale * self.up(torch.cat([self.branch_0(x), self.branch_1(x)], 1)))
-
-
-class Block8(nn.Module):
-    def __init__(self, scope: str, scale: float = 0.20, relu: bool = True):
+    def __init__(self, scope: str, channels: int, inner: int, k: int, scale: float, relu: bool = True):
         super().__init__()
         self.scale, self.relu = scale, relu
-        self.branch_0 = Conv(f"{scope}/Branch_0/Conv2d_1x1", 1792, 192, 1)
-        self.branch_1 = nn.Sequential(Conv(f"{scope}/Branch_1/Conv2d_0a_1x1", 1792, 192, 1),
-                                      Conv(f"{scope}/Branch_1/Conv2d_0b_1x3", 192, 192, (1, 3)),
-                                      Conv(f"{scope}/Branch_1/Conv2d_0c_3x1", 192, 192, (3, 1)))
-        self.up = Conv(f"{scope}/Conv2d_1x1", 384, 1792, 1, relu=False)
+        self.branch_0 = Conv(f"{scope}/Branch_0/Conv2d_1x1", channels, inner, 1)
+        self.branch_1 = nn.Sequential(Conv(f"{scope}/Branch_1/Conv2d_0a_1x1", channels, inner, 1),
+                                      Conv(f"{scope}/Branch_1/Conv2d_0b_1x{k}", inner, inner, (1, k)),
+                                      Conv(f"{scope}/Branch_1/Conv2d_0c_{k}x1", inner, inner, (k, 1)))
+        self.up = Conv(f"{scope}/Conv2d_1x1", 2 * inner, channels, 1, relu=False)
 
     def forward(self, x):
         x = x + self.scale * self.up(torch.cat([self.branch_0(x), self.branch_1(x)], 1))
         return F.relu(x) if self.relu else x
+
+
+def Block17(scope: str) -> FactorizedBlock:
+    return FactorizedBlock(scope, 896, 128, 7, scale=0.10)
+
+
+def Block8(scope: str, scale: float = 0.20, relu: bool = True) -> FactorizedBlock:
+    return FactorizedBlock(scope, 1792, 192, 3, scale=scale, relu=relu)
 
 
 class ReductionA(nn.Module):
@@ -232,7 +229,7 @@ def convert_graph(path: Path | None = None) -> tuple[InceptionResnetV1, dict]:
             module.conv.bias.copy_(torch.from_numpy(bias))
     scales = {}
     for block in model.modules():
-        if isinstance(block, (Block35, Block17, Block8)):
+        if isinstance(block, (Block35, FactorizedBlock)):
             scope = block.up.tf_name.rsplit("/", 1)[0]
             graph_scale = float(_const(nodes[f"{scope}/mul/x"]))
             if abs(graph_scale - block.scale) > 1e-6:
