@@ -44,18 +44,42 @@ def test_unknown_section():
         build(Params, {**params_with(), "trian": {}})
 
 
+def expanded_stages() -> dict:
+    """dvc.yaml's stages with every foreach expanded (name@item, ${item} substituted)."""
+    stages = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in stage:
+            for item in stage["foreach"]:
+                text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+                stages[f"{name}@{item}"] = yaml.safe_load(text)
+        else:
+            stages[name] = stage
+    return stages
+
+
 def test_every_dvc_params_key_exists_in_params_yaml():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = expanded_stages()
+    assert "train@cgan" in stages and "evaluate@cgan" in stages
     for name, stage in stages.items():
         for key in stage.get("params", []):
             node = raw
             for part in str(key).split("."):
                 assert isinstance(node, dict) and part in node, f"stage {name}: params key {key} not in params.yaml"
                 node = node[part]
-    templated = re.findall(r"\$\{([^}]+)\}", (REPO / "dvc.yaml").read_text())
-    for key in templated:
-        node = raw
-        for part in key.split("."):
-            assert part in node, f"dvc.yaml uses ${{{key}}} which params.yaml lacks"
-            node = node[part]
+        templated = re.findall(r"\$\{([^}]+)\}", yaml.safe_dump(stage))
+        for key in templated:
+            node = raw
+            for part in key.split("."):
+                assert part in node, f"stage {name} uses ${{{key}}} which params.yaml lacks"
+                node = node[part]
+
+
+def test_every_registered_method_has_train_and_evaluate_stages_and_params():
+    from facegan.methods import REGISTRY
+
+    stages = expanded_stages()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name in REGISTRY:
+        assert f"train@{name}" in stages and f"evaluate@{name}" in stages, name
+        assert name in raw["train"], f"params.yaml lacks train.{name}"

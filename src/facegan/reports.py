@@ -10,3 +10,24 @@ def write_metrics(root: Path, name: str, metrics: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
     return metrics
+
+
+def save_labelled_grid(images, row_labels: list[str], path: Path, per_row: int) -> None:
+    """A grid of (N, 3, H, W) images in [-1, 1], `per_row` to a row, each row named on its left."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from facegan.data.datasets import to_uint8
+
+    tiles = to_uint8(images)
+    h, w = tiles.shape[1:3]
+    margin = 8 + 7 * max(len(label) for label in row_labels)
+    canvas = Image.new("RGB", (margin + per_row * w, len(row_labels) * h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, per_row)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(tile)), (margin + column * w, row * h))
+    for row, label in enumerate(row_labels):
+        draw.text((4, row * h + h // 2 - 5), label, fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)

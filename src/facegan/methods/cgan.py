@@ -141,11 +141,11 @@ class CGAN(Method):
         attribute judge see each requested attribute (random vectors drawn from
         the real label distribution)? Plus a grid per attribute combination."""
         import numpy as np
-        from torchvision.utils import save_image
 
         from facegan.data.datasets import to_uint8
         from facegan.metrics import attributes as judge_module
         from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
+        from facegan.reports import save_labelled_grid
 
         _, labels = self.training_data(root, self.params)
         rng = np.random.default_rng(params.seed)
@@ -174,8 +174,5 @@ class CGAN(Method):
                 [float(example.get(name, 0)) for name in self.attributes])
         z = torch.randn(8, self.params.z_dim, generator=torch.Generator().manual_seed(params.seed))
         grid = torch.cat([self.generate(v.repeat(8, 1), z) for v in rows.values()]).float()
-        report_dir.mkdir(parents=True, exist_ok=True)
-        save_image(grid.add(1).div(2).clamp(0, 1), report_dir / "attribute_combinations.png", nrow=8)
-        (report_dir / "attribute_combinations.txt").write_text(
-            "rows, top to bottom (8 fixed z per row):\n" + "\n".join(rows) + "\n")
+        save_labelled_grid(grid, list(rows), report_dir / "attribute_combinations.png", per_row=8)
         return result
