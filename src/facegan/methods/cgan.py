@@ -136,6 +136,15 @@ class CGAN(Method):
         images, frame = load_images(set_folder(root, "celeba"), ["train"])
         return images, frame[list(params.attributes)].to_numpy()
 
+    @staticmethod
+    def training_labels(root, params):
+        """The train split's attribute vectors alone (no images decoded)."""
+        from facegan.data.datasets import set_folder
+        from facegan.data.manifest import read_manifest
+
+        frame = read_manifest(set_folder(root, "celeba"))
+        return frame.loc[frame["split"] == "train", list(params.attributes)].to_numpy()
+
     def evaluate(self, root, params, report_dir) -> dict:
         """FID/KID of generated faces vs the real test split; attr_acc: does the
         attribute judge see each requested attribute (random vectors drawn from
@@ -147,7 +156,7 @@ class CGAN(Method):
         from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
         from facegan.reports import save_labelled_grid
 
-        _, labels = self.training_data(root, self.params)
+        labels = self.training_labels(root, self.params)
         rng = np.random.default_rng(params.seed)
         requested = torch.tensor(labels[rng.integers(len(labels), size=params.n_samples)], dtype=torch.float32)
         generator = torch.Generator().manual_seed(params.seed)

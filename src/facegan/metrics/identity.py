@@ -13,6 +13,7 @@ through exactly the same geometry.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
@@ -157,9 +158,7 @@ def identity_preservation(outputs: np.ndarray, source_index: np.ndarray, gallery
     return result
 
 
-def gallery_path(root, name: str, split: str) -> "Path":
-    from pathlib import Path
-
+def gallery_path(root: Path, name: str, split: str) -> Path:
     return Path(root) / "data" / "identity" / f"{name}_{split}.npz"
 
 
