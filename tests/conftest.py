@@ -41,6 +41,16 @@ def london_photo(mirror) -> Path:
     return mirror / "london" / "neutral_front" / "001_03.jpg"
 
 
+@pytest.fixture(scope="session")
+def facenet():
+    """FaceNet converted here from the PyPI graph (tests never rely on pipeline outputs)."""
+    from facegan.pretrained.facenet import FaceNet, convert_graph
+
+    net, summary = convert_graph()
+    assert summary["conv_layers"] == 132 and summary["residual_blocks"] == 21
+    return FaceNet(net)
+
+
 @pytest.fixture
 def no_face_photo(tmp_path) -> Path:
     """A smooth gradient: an image, but no face."""

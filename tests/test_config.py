@@ -45,13 +45,20 @@ def test_unknown_section():
 
 
 def expanded_stages() -> dict:
-    """dvc.yaml's stages with every foreach expanded (name@item, ${item} substituted)."""
+    """dvc.yaml's stages with every foreach expanded (name@key; ${key}, ${item}, ${item.x} substituted)."""
     stages = {}
     for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
         if "foreach" in stage:
-            for item in stage["foreach"]:
-                text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-                stages[f"{name}@{item}"] = yaml.safe_load(text)
+            items = stage["foreach"]
+            for key in items:
+                item = items[key] if isinstance(items, dict) else key
+                text = yaml.safe_dump(stage["do"]).replace("${key}", str(key))
+                if isinstance(item, dict):
+                    for field, value in item.items():
+                        text = text.replace("${item.%s}" % field, str(value))
+                else:
+                    text = text.replace("${item}", str(item))
+                stages[f"{name}@{key}"] = yaml.safe_load(text)
         else:
             stages[name] = stage
     return stages

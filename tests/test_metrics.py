@@ -12,7 +12,6 @@ from facegan.faces.landmarks import Landmarker
 from facegan.metrics import identity
 from facegan.metrics.attributes import AttributeClassifier, per_attribute_scores, train_step
 from facegan.metrics.fid import fid_from_features, inception_features, kid
-from facegan.pretrained.facenet import FaceNet, convert_graph
 from facegan.pretrained.fid_inception import FIDInception, fid_helper_weights
 
 
@@ -27,13 +26,6 @@ def faces(mirror) -> np.ndarray:
         if found is not None:
             crops.append(align_face(image, found.landmarks, 64, 0.28, 0.38)[0])
     return np.stack(crops[:240])
-
-
-@pytest.fixture(scope="module")
-def facenet() -> FaceNet:
-    net, summary = convert_graph()
-    assert summary["conv_layers"] == 132 and summary["residual_blocks"] == 21
-    return FaceNet(net)
 
 
 def test_inception_features_equal_the_torchscript_module(faces):

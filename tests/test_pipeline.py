@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -13,12 +14,16 @@ from conftest import copy_repo
 
 TINY = {
     "ingest.celeba.max_images": 300, "ingest.celeba.split": {"train": 0.5, "val": 0.1, "test": 0.4},
-    "ingest.london.max_images": 20, "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30,
+    "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30,
     "render_avatars.n": 20, "render_avatars.split": {"train": 0.5, "val": 0.2, "test": 0.3},
     "attr_classifier.epochs": 1, "attr_classifier.width": 8, "identity.pairs": 50,
     "train.common.max_steps": 3, "train.common.batch_size": 8, "train.common.sample_every": 2,
     "train.common.log_every": 1,
     "train.cgan.g_width": 4, "train.cgan.d_width": 4, "eval.n_samples": 24, "eval.kid_subsets": 5,
+    "ingest.london.max_images": 40, "beauty.raters": 5, "beauty.folds": 5,
+    "train.beholder.raters": 5, "train.beholder.g_width": 4, "train.beholder.d_width": 4,
+    "train.beholder.z_dim": 16, "train.beholder.invert_steps": 2, "train.beholder.invert_starts": 2,
+    "train.beholder.eval_levels": 3, "train.beholder.eval_strips": 4, "train.beholder.eval_beautify": 4,
 }
 
 
@@ -69,11 +74,26 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     assert (repo / "reports/eval/cgan/attribute_combinations.png").exists()
     assert (repo / "reports/train/cgan/losses.csv").read_text().count("\n") == 4   # header + 3 steps
 
+
+    beauty = metrics["beauty"]
+    assert beauty["raters_used"] == 5 and -1 <= beauty["ensemble_r"] <= 1 and beauty["faces"] >= 10
+    with np.load(repo / "data/pseudo_labels/celeba.npz") as pseudo:
+        aligned = pd.read_csv(repo / "data/aligned/celeba/manifest.csv")
+        assert pseudo["beta"].shape == (len(aligned), 5) and list(pseudo["path"]) == list(aligned["path"])
+        assert pseudo["beta"].min() >= 1 and pseudo["beta"].max() <= 7
+    beholder = metrics["beholder"]
+    assert {"fid", "kid", "beauty_spearman", "beauty_spearman_within_z", "strip_neighbours_same_rate",
+            "beautify_rise_rate", "identity_acc_beautified", "identity_acc_reconstruction",
+            "identity_ceiling"} <= set(beholder)
+    assert all((repo / "reports/eval/beholder" / name).exists() for name in ("beauty_strips.png",
+                                                                            "beautification.png"))
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
                                           "convert_facenet", "identity_gallery", "attr_classifier",
-                                          "train@cgan", "evaluate@cgan"))
+                                          "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
+                                          "train@beholder", "evaluate@beholder"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -16,7 +16,8 @@ from facegan.methods import REGISTRY, build_method, method_class
 from facegan.train.data import InMemoryBatches
 from facegan.train.loop import Context, Trainer, load_trained, step_generator
 
-TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16}}
+TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
+                "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5}}
 
 
 def tiny_params(tmp_steps: int = 4, **common) -> Params:
@@ -26,9 +27,13 @@ def tiny_params(tmp_steps: int = 4, **common) -> Params:
         **TINY_METHODS}})
 
 
-def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0):
+def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
+    """Random faces and each method's kind of condition: binary attributes, or K raters' 1-7 scores."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), rng.integers(0, 2, (n, attributes))
+    images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    if method == "beholder":
+        return images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32)
+    return images, rng.integers(0, 2, (n, attributes))
 
 
 def test_unknown_method_lists_the_valid_ones():
@@ -41,8 +46,10 @@ def test_one_training_step(name):
     params = tiny_params()
     method = build_method(name, params)
     method.optimizers = method.configure_optimizers()
-    images, labels = tiny_data()
-    batch = InMemoryBatches(images, labels, 8, 0).batch(0, "cpu")
+    images, labels = tiny_data(method=name)
+    batches = InMemoryBatches(images, labels, 8, 0)
+    method.prepare(batches.labels)
+    batch = batches.batch(0, "cpu")
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = method.train_step(batch, 0, step_generator(0, 0, 0))
@@ -54,10 +61,10 @@ def test_one_training_step(name):
     assert grid.shape[1:] == (3, 64, 64) and grid.abs().max() <= 1
 
 
-def train(tmp: Path, steps: int, **common) -> Trainer:
-    images, labels = tiny_data()
+def train(tmp: Path, steps: int, method: str = "cgan", **common) -> Trainer:
+    images, labels = tiny_data(method=method)
     params = tiny_params(steps, **common)
-    trainer = Trainer("cgan", params, InMemoryBatches(images, labels, 8, 0), tmp / "models", tmp / "reports",
+    trainer = Trainer(method, params, InMemoryBatches(images, labels, 8, 0), tmp / "models", tmp / "reports",
                       Context())
     trainer.fit()
     return trainer

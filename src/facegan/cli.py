@@ -3,8 +3,10 @@
 facegan align photo.jpg [more.jpg | folder ...] --out crops/   detect, landmark and align faces
 facegan generate cgan --attr Blond_Hair=1 Male=0 -n 16 --out grid.png
                                                              faces with the attributes you ask for
+facegan beautify photo.jpg [more | folder] --delta 1.0 --out out.png
+                                                             Beholder-GAN beautification
 facegan info                                                 what the pipeline has produced so far
-More method subcommands (beautify, edit, emojify, ...) join as their methods land.
+More method subcommands (edit, emojify, ...) join as their methods land.
 """
 from __future__ import annotations
 
@@ -45,20 +47,18 @@ def align_params() -> AlignParams:
         return AlignParams()
 
 
-def cmd_align(args) -> int:
-    import cv2
+def aligned_faces(paths: list[Path], size: int, params: AlignParams):
+    """(path, aligned crop) for each photo in which a face is found; each failure
+    (unreadable file, no face) is printed as one line naming the file and counted."""
     from tqdm import tqdm
 
     from facegan.data.images import load_rgb
     from facegan.faces.align import align_face
     from facegan.faces.landmarks import Landmarker
 
-    params = align_params()
-    size = args.size or params.size
     landmarker = Landmarker(params.backend, "cpu", params.detect_side)
-    args.out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in tqdm(expand_inputs(args.photos), desc="align", unit="img", disable=None):
+    faces, failures = [], 0
+    for path in tqdm(paths, desc="detect and align", unit="img", disable=None):
         try:
             image = load_rgb(path)
         except ValueError as err:
@@ -71,11 +71,74 @@ def cmd_align(args) -> int:
             failures += 1
             continue
         if found.n_faces > 1:
-            print(f"note: {path}: {found.n_faces} faces found, aligned the largest", file=sys.stderr)
+            print(f"note: {path}: {found.n_faces} faces found, used the largest", file=sys.stderr)
         crop, _, _ = align_face(image, found.landmarks, size, params.eye_distance, params.eye_y)
+        faces.append((path, crop))
+    return faces, failures
+
+
+def save_rgb(crop, target: Path) -> None:
+    import cv2
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(target), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+
+
+def cmd_align(args) -> int:
+    params = align_params()
+    faces, failures = aligned_faces(expand_inputs(args.photos), args.size or params.size, params)
+    for path, crop in faces:
         target = args.out / f"{path.stem}_aligned.png"
-        cv2.imwrite(str(target), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        save_rgb(crop, target)
         print(target)
+    return 1 if failures else 0
+
+
+def trained(name: str):
+    from facegan.train.loop import load_trained
+
+    try:
+        return load_trained(name, project_root())
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_beautify(args) -> int:
+    """Beholder-GAN beautification: recover (z, beta) of each aligned photo, regenerate at beta + delta."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from facegan.beauty.stage import BeautyJudge
+    from facegan.data.datasets import to_tensor, to_uint8
+
+    method = trained("beholder")
+    size = method.image_size
+    paths = expand_inputs(args.photos)
+    single = len(paths) == 1 and args.out.suffix.lower() in IMAGE_SUFFIXES
+    if not single and args.out.suffix:
+        raise UserError(f"--out {args.out}: give a folder when beautifying several photos")
+    try:
+        judge = BeautyJudge(project_root())
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    faces, failures = aligned_faces(paths, size, align_params())
+    generator = torch.Generator().manual_seed(args.seed)
+    chunks = [faces[i:i + args.batch] for i in range(0, len(faces), args.batch)]
+    for chunk in tqdm(chunks, desc="beautify", unit="batch", disable=None):
+        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=judge.bf16):
+            recovered = method.invert(photos, judge.facenet, generator, steps=args.steps, starts=args.starts)
+        beautified = method.regenerate(recovered["z"], recovered["beta"], args.delta).float()
+        reconstruction = method.generate(recovered["beta"], recovered["z"]).float()
+        before, after = judge.beauty(photos), judge.beauty(beautified)
+        for k, (path, _) in enumerate(chunk):
+            target = args.out if single else args.out / f"{path.stem}_beautified.png"
+            save_rgb(to_uint8(beautified[k:k + 1])[0], target)
+            strip = torch.cat([photos[k], reconstruction[k], beautified[k]], 2)
+            save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
+            print(f"{target}: predicted beauty {before[k]:.2f} -> {after[k]:.2f} (delta {args.delta:+g} for every "
+                  f"rater; {target.stem}_compare.png: photo | reconstruction | beautified)")
     return 1 if failures else 0
 
 
@@ -98,12 +161,7 @@ def cmd_generate(args) -> int:
     import torch
     from torchvision.utils import save_image
 
-    from facegan.train.loop import load_trained
-
-    try:
-        method = load_trained(args.method, project_root())
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
+    method = trained(args.method)
     if not hasattr(method, "attributes"):
         raise UserError(f"{args.method} does not generate from attributes")
     values = parse_attributes(args.attr, method.attributes)
@@ -145,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", type=Path, required=True, help="PNG grid to write")
     generate.set_defaults(func=cmd_generate)
+    beautify = sub.add_parser("beautify", help="Beholder-GAN: raise the beauty of faces in photos",
+                              description="Detect and align each face, recover (z, beta) by gradient descent "
+                                          "on alpha*L2 + (1-alpha)*FaceNet loss, regenerate at beta + delta.")
+    beautify.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    beautify.add_argument("--delta", type=float, default=1.0,
+                          help="rating points (scale 1-7) added to every rater's score (default 1.0)")
+    beautify.add_argument("--out", type=Path, required=True,
+                          help="output PNG for one photo, or a folder for several")
+    beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: train.beholder)")
+    beautify.add_argument("--starts", type=int, default=0, help="random starts per photo (default: train.beholder)")
+    beautify.add_argument("--batch", type=int, default=16, help="photos inverted together")
+    beautify.add_argument("--seed", type=int, default=0)
+    beautify.set_defaults(func=cmd_beautify)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)
     return parser

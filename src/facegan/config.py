@@ -180,6 +180,32 @@ class AttrClassifierParams:
 
 
 @dataclass(frozen=True)
+class BeautyParams:
+    """Per-rater beauty predictors (Beholder-GAN's semi-supervised step), stage `beauty`."""
+    set: Literal["london", "scut"] = "london"
+    expression: str = "neutral"     # rows of this expression when the manifest has one ('' = all)
+    raters: int = bounded(60, 1, 100_000)   # K: a seeded sample of the raters who rated every face
+    seed: int = bounded(0, 0)
+    folds: int = bounded(10, 2, 1000)       # cross-validation over faces
+    descriptor: Literal["facenet_pool", "facenet_embedding", "dlib"] = "facenet_pool"
+    alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])
+    precision: Literal["fp32", "bf16"] = "fp32"
+    batch_size: int = bounded(64, 1, 8192)
+    device: str = "auto"
+
+    def check(self, key: str) -> None:
+        check_device(key, self.device)
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ConfigError(f"{key}.alphas: give at least one ridge penalty, all > 0")
+
+
+@dataclass(frozen=True)
+class PseudoLabelParams:
+    """The per-rater predictors rate every aligned face of `set` (stage `pseudo_label`)."""
+    set: Literal["celeba"] = "celeba"
+
+
+@dataclass(frozen=True)
 class TrainCommonParams:
     """What every method's training shares (train.common)."""
     device: str = "auto"
@@ -213,9 +239,35 @@ class CGANParams:
 
 
 @dataclass(frozen=True)
+class BeholderParams:
+    raters: int = bounded(60, 1, 100_000)        # K, the length of beta: must equal beauty.raters
+    z_dim: int = bounded(128, 1, 4096)
+    g_width: int = bounded(32, 2, 1024)
+    d_width: int = bounded(16, 2, 1024)
+    lr_g: float = bounded(2e-4, 1e-7, 1.0)
+    lr_d: float = bounded(2e-4, 1e-7, 1.0)
+    beta1: float = bounded(0.0, 0.0, 0.999)
+    beta2: float = bounded(0.9, 0.0, 0.9999)
+    ema_decay: float = bounded(0.999, 0.0, 1.0)
+    lambda_beta: float = bounded(1.0, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
+    london_real: bool = True                     # add the rating set's train faces with their real ratings
+    # beautification: recover (z, beta) by gradient descent, then regenerate at beta + delta
+    invert_steps: int = bounded(100, 1, 100_000)
+    invert_starts: int = bounded(4, 1, 1024)     # random (z0, beta0) per photo; the lowest loss wins
+    invert_lr: float = bounded(0.05, 1e-6, 10.0)
+    invert_alpha: float = bounded(0.5, 0.0, 1.0)  # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
+    # evaluation
+    eval_levels: int = bounded(8, 2, 100)        # beta quantile levels per strip
+    eval_strips: int = bounded(100, 2, 100_000)  # fixed z per level, for beauty_spearman
+    eval_beautify: int = bounded(32, 2, 100_000)  # held-out test faces beautified
+    eval_delta: float = bounded(1.0, -6.0, 6.0)  # rating points added to every rater's beta
+
+
+@dataclass(frozen=True)
 class TrainParams:
     common: TrainCommonParams = field(default_factory=TrainCommonParams)
     cgan: CGANParams = field(default_factory=CGANParams)
+    beholder: BeholderParams = field(default_factory=BeholderParams)
 
 
 @dataclass(frozen=True)
@@ -241,6 +293,8 @@ class Params:
     fid_stats: FidStatsParams = field(default_factory=FidStatsParams)
     identity: IdentityParams = field(default_factory=IdentityParams)
     attr_classifier: AttrClassifierParams = field(default_factory=AttrClassifierParams)
+    beauty: BeautyParams = field(default_factory=BeautyParams)
+    pseudo_label: PseudoLabelParams = field(default_factory=PseudoLabelParams)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)

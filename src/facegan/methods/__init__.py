@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from facegan.methods.base import Method
+from facegan.methods.beholder import BeholderGAN
 from facegan.methods.cgan import CGAN
 
-REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN,)}
+REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN, BeholderGAN)}
 
 
 def method_class(name: str) -> type[Method]:

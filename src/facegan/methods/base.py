@@ -42,6 +42,32 @@ class Method(nn.Module, ABC):
     def after_step(self, step: int) -> None:
         """Hook for EMA updates and schedules."""
 
+    def prepare(self, labels: torch.Tensor | None) -> None:
+        """Called once with the whole training label set before training starts (or
+        resumes): for statistics of the conditions that must travel with the weights."""
+
+
+class GANMethod(Method):
+    """A generator G and a discriminator D, each with Adam(lr, (beta1, beta2)), one D
+    step per G step, and an EMA of G's weights (`G_ema`) for sampling."""
+
+    def __init__(self, params, common, G: nn.Module, D: nn.Module):
+        super().__init__(params, common)
+        self.G, self.D = G, D
+        self.ema = EMA(self.G, params.ema_decay)
+        self.G_ema = self.ema.shadow  # registered, so it is saved with the method
+
+    def trainable(self):
+        return {"G": self.G, "D": self.D}
+
+    def configure_optimizers(self):
+        p = self.params
+        return {"G": torch.optim.Adam(unwrap(self.G).parameters(), p.lr_g, betas=(p.beta1, p.beta2)),
+                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr_d, betas=(p.beta1, p.beta2))}
+
+    def after_step(self, step):
+        self.ema.update(unwrap(self.G), step)
+
 
 class EMA:
     """Exponential moving average of a network's weights (buffers copied), for sampling."""

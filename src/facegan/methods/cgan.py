@@ -20,64 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import EMA, Method, unwrap
-from facegan.methods.nets import DownBlock, UpBlock, sn_linear
-
-
-class Generator(nn.Module):
-    def __init__(self, z_dim: int, n_attr: int, width: int, size: int = 64):
-        super().__init__()
-        self.z_dim = z_dim
-        blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
-        channels = [width * 8 // 2 ** i for i in range(blocks + 1)]   # halved at every doubling (DCGAN)
-        self.start = channels[0]
-        self.fc = nn.Linear(z_dim + n_attr, 4 * 4 * self.start)
-        self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], z_dim + n_attr) for i in range(blocks))
-        self.out_norm = nn.BatchNorm2d(channels[blocks])
-        self.out = nn.Conv2d(channels[blocks], 3, 3, 1, 1)
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        condition = torch.cat([z, c], 1)
-        x = self.fc(condition).view(len(z), self.start, 4, 4)
-        for block in self.blocks:
-            x = block(x, condition)
-        return torch.tanh(self.out(F.relu(self.out_norm(x))))
+from facegan.methods.base import GANMethod
+from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 
 class Discriminator(nn.Module):
     def __init__(self, n_attr: int, width: int, size: int = 64):
         super().__init__()
-        blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
-        channels = [3] + [width * 8 // 2 ** (blocks - 1 - i) for i in range(blocks)]
-        self.blocks = nn.Sequential(*[DownBlock(channels[i], channels[i + 1]) for i in range(blocks)])
-        self.linear = sn_linear(channels[blocks], 1)
-        self.embed = sn_linear(n_attr, channels[blocks], bias=False)
+        self.blocks, channels = down_trunk(width, size)
+        self.linear = sn_linear(channels, 1)
+        self.embed = sn_linear(n_attr, channels, bias=False)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         h = self.blocks(x).sum((2, 3))
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(1)
 
 
-class CGAN(Method):
+class CGAN(GANMethod):
     name = "cgan"
 
     def __init__(self, params, common, size: int = 64):
-        super().__init__(params, common)
+        n_attr = len(params.attributes)
+        super().__init__(params, common, Generator(params.z_dim, n_attr, params.g_width, size),
+                         Discriminator(n_attr, params.d_width, size))
         self.attributes = list(params.attributes)
-        n_attr = len(self.attributes)
-        self.G = Generator(params.z_dim, n_attr, params.g_width, size)
-        self.D = Discriminator(n_attr, params.d_width, size)
-        self.ema = EMA(self.G, params.ema_decay)
-        self.G_ema = self.ema.shadow  # registered, so it is saved with the method
-        self.grid_labels: torch.Tensor | None = None
-
-    def trainable(self):
-        return {"G": self.G, "D": self.D}
-
-    def configure_optimizers(self):
-        p = self.params
-        return {"G": torch.optim.Adam(unwrap(self.G).parameters(), p.lr_g, betas=(p.beta1, p.beta2)),
-                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr_d, betas=(p.beta1, p.beta2))}
 
     @staticmethod
     def condition(labels: torch.Tensor) -> torch.Tensor:
@@ -106,9 +72,6 @@ class CGAN(Method):
         loss_g.backward()
         opt["G"].step()
         return {"loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(), "loss_g": loss_g.item()}
-
-    def after_step(self, step):
-        self.ema.update(unwrap(self.G), step)
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, z: torch.Tensor | None = None,

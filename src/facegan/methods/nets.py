@@ -54,3 +54,34 @@ class DownBlock(nn.Module):
 
     def forward(self, x):
         return F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)
+
+
+def down_trunk(width: int, size: int) -> tuple[nn.Sequential, int]:
+    """SNGAN discriminator body: DownBlocks from `size` to 4 x 4, channels doubling up to 8w.
+
+    Returns the trunk and its output channels (sum-pool its output for the heads)."""
+    blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
+    channels = [3] + [width * 8 // 2 ** (blocks - 1 - i) for i in range(blocks)]
+    return nn.Sequential(*[DownBlock(channels[i], channels[i + 1]) for i in range(blocks)]), channels[blocks]
+
+
+class Generator(nn.Module):
+    """DCGAN generator with conditional batch norm on [z, c] (cgan, beholder): 4 x 4 x 8w -> size, tanh."""
+
+    def __init__(self, z_dim: int, n_attr: int, width: int, size: int = 64):
+        super().__init__()
+        self.z_dim = z_dim
+        blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
+        channels = [width * 8 // 2 ** i for i in range(blocks + 1)]   # halved at every doubling (DCGAN)
+        self.start = channels[0]
+        self.fc = nn.Linear(z_dim + n_attr, 4 * 4 * self.start)
+        self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], z_dim + n_attr) for i in range(blocks))
+        self.out_norm = nn.BatchNorm2d(channels[blocks])
+        self.out = nn.Conv2d(channels[blocks], 3, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        condition = torch.cat([z, c], 1)
+        x = self.fc(condition).view(len(z), self.start, 4, 4)
+        for block in self.blocks:
+            x = block(x, condition)
+        return torch.tanh(self.out(F.relu(self.out_norm(x))))

@@ -86,6 +86,7 @@ class Trainer:
         self.method: Method = build_method(name, params, size).to(context.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
         self.step = 0
         state = self._load_checkpoint()
         if context.distributed:
@@ -237,4 +238,5 @@ def load_trained(name: str, root: Path, device: str = "cpu") -> Method:
     params = build(Params, {"train": {"common": meta["common"], name: meta["params"]}})
     method = build_method(name, params, meta["size"])
     method.load_state_dict(torch.load(folder / MODEL, map_location=device, weights_only=True))
+    method.image_size = int(meta["size"])   # the side of the aligned crops it was trained on
     return method.to(device).eval()

@@ -1,0 +1,1 @@
+"""Per-rater beauty predictors and the pseudo-labels they give (Beholder-GAN)."""

@@ -1,0 +1,347 @@
+"""Beholder-GAN (Diamant, Zadok, Baskin, Schwartz, Bronstein 2019, arXiv 1902.02593).
+
+"Beauty is in the eye of the beholder": the generator is conditioned on the
+VECTOR beta in R^K of K raters' scores, not on one mean score.
+
+- Data (semi-supervised): the K per-rater predictors of stage `beauty`, trained
+  on the London ratings, rate every aligned CelebA face (stage `pseudo_label`);
+  London's own train faces join with their REAL ratings (`london_real`).
+- G(z, beta): z ~ N(0, I), beta standardised per rater (c = (beta - mu) / sigma
+  over the training labels, stored with the weights); the cgan generator
+  (conditional batch norm on [z, c], 4 x 4 -> 64 x 64).
+- D(x) -> (real/fake score, beta_hat): an SNGAN trunk with two heads. As in the
+  paper, D does not see beta; it PREDICTS it:
+      L_D = E[relu(1 - D(x))] + E[relu(1 + D(G(z, c')))] + lambda_beta * MSE(beta_hat(x), c)
+      L_G = -E[D(G(z, c'))] + lambda_beta * MSE(beta_hat(G(z, c')), c')
+  with c' the conditions of another real batch (the real label distribution).
+- Beautification (paper, Sec. 3.2): recover (z, beta) of a photo x from random
+  starts by gradient descent on
+      L(z, beta) = alpha * ||x - G(z, beta)||^2 + (1 - alpha) * ||f(x) - f(G(z, beta))||^2
+  (f: FaceNet's embedding standing in for VGG-Face, whose weights are not
+  obtainable offline), then regenerate G(z, beta + delta).
+
+Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
+the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
+paper's beta came from SCUT-FBP5500 (60 raters, 5,500 faces), ours by default
+from the London set (K = 60 of 2,513 raters, 102 faces). Inversion runs every
+random start for the first fifth of the steps, then only the best start per
+photo (the paper keeps one start; more starts guard against bad minima at a
+fraction of the cost of running them all to the end).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegan.methods.base import GANMethod
+from facegan.methods.nets import Generator, down_trunk, sn_linear
+from facegan.reports import save_labelled_grid
+
+QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
+SELECTION_SHARE = 0.2
+
+
+class BeautyDiscriminator(nn.Module):
+    """x -> (adversarial score, beta_hat in standardised units)."""
+
+    def __init__(self, k: int, width: int, size: int = 64):
+        super().__init__()
+        self.blocks, channels = down_trunk(width, size)
+        self.adversarial = sn_linear(channels, 1)
+        self.beauty = nn.Linear(channels, k)   # a regression head: its output scale must stay free
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.blocks(x).sum((2, 3))
+        return self.adversarial(h).squeeze(1), self.beauty(h)
+
+
+class BeholderGAN(GANMethod):
+    name = "beholder"
+
+    def __init__(self, params, common, size: int = 64):
+        k = params.raters
+        super().__init__(params, common, Generator(params.z_dim, k, params.g_width, size),
+                         BeautyDiscriminator(k, params.d_width, size))
+        self.register_buffer("beta_mean", torch.zeros(k))
+        self.register_buffer("beta_std", torch.ones(k))
+        self.register_buffer("beta_levels", torch.zeros(QUANTILES, k))
+
+    # ---------------------------------------------------------------- conditions
+    def prepare(self, labels):
+        """Per-rater mean and std of beta; and beta_levels: row j is the mean beta of the
+        training faces in the j-th of QUANTILES equal bins of the ensemble's beauty (the
+        mean over raters). Sweeping these rows keeps beta a vector the data holds; every
+        rater at the same percentile at once would be far more extreme than any face."""
+        if labels is None:
+            raise ValueError("beholder trains on beauty vectors: its training data gave none")
+        labels = labels.float()
+        self.beta_mean.copy_(labels.mean(0))
+        self.beta_std.copy_(labels.std(0).clamp_min(1e-3))
+        order = labels.mean(1).argsort()
+        bins = torch.tensor_split(order, QUANTILES) if len(order) >= QUANTILES else \
+            [order[int(j * (len(order) - 1) / (QUANTILES - 1)):][:1] for j in range(QUANTILES)]
+        self.beta_levels.copy_(torch.stack([labels[b].mean(0) for b in bins]))
+
+    def standardise(self, beta: torch.Tensor) -> torch.Tensor:
+        return (beta.float() - self.beta_mean) / self.beta_std
+
+    def levels(self, n: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+        """(n, K) beta vectors of rising beauty: the typical beta at beauty quantiles low..high."""
+        positions = torch.linspace(low, high, n) * (QUANTILES - 1)
+        below = positions.floor().long().clamp(max=QUANTILES - 2)
+        weight = (positions - below).unsqueeze(1).to(self.beta_levels.device)
+        return torch.lerp(self.beta_levels[below], self.beta_levels[below + 1], weight)
+
+    # ---------------------------------------------------------------- training
+    def train_step(self, batch, step, generator):
+        x_real, c_real = batch["image"], self.standardise(batch["attributes"])
+        n, device = len(x_real), x_real.device
+        c_fake = c_real[torch.randperm(n, generator=generator).to(device)]
+        z = torch.randn(n, self.params.z_dim, generator=generator).to(device)
+        lambda_beta, opt = self.params.lambda_beta, self.optimizers
+
+        # ---------------- 1. discriminator: real/fake hinge + predict beta of real faces
+        with torch.no_grad():
+            x_fake = self.G(z, c_fake)
+        score_real, beta_hat_real = self.D(x_real)
+        score_fake, _ = self.D(x_fake)
+        loss_d_adv = F.relu(1 - score_real).mean() + F.relu(1 + score_fake).mean()
+        loss_d_beta = F.mse_loss(beta_hat_real.float(), c_real)
+        opt["D"].zero_grad(set_to_none=True)
+        (loss_d_adv + lambda_beta * loss_d_beta).backward()
+        opt["D"].step()
+
+        # ---------------- 2. generator: fool D, and make D read the requested beta
+        score, beta_hat = self.D(self.G(z, c_fake))
+        loss_g_adv = -score.mean()
+        loss_g_beta = F.mse_loss(beta_hat.float(), c_fake)
+        opt["G"].zero_grad(set_to_none=True)
+        (loss_g_adv + lambda_beta * loss_g_beta).backward()
+        opt["G"].step()
+        return {"loss_d_adv": loss_d_adv.item(), "loss_d_beta": loss_d_beta.item(),
+                "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item()}
+
+    # ---------------------------------------------------------------- generation
+    def _device(self):
+        return self.beta_mean.device
+
+    @torch.no_grad()
+    def generate(self, beta: torch.Tensor, z: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Faces for beauty vectors beta (N, K) in rating units."""
+        if z is None:
+            z = torch.randn(len(beta), self.params.z_dim, generator=generator)
+        return self.G_ema.eval()(z.to(self._device()), self.standardise(beta.to(self._device())))
+
+    def strips(self, z: torch.Tensor, levels: int) -> torch.Tensor:
+        """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels."""
+        beta = self.levels(levels)
+        return self.generate(beta.repeat(len(z), 1), z.repeat_interleave(levels, 0))
+
+    def sample_grid(self, generator):
+        """8 fixed z (rows) x 8 beta levels from the 5th to the 95th percentile (columns)."""
+        return self.strips(torch.randn(8, self.params.z_dim, generator=generator), 8)
+
+    # ---------------------------------------------------------------- beautification
+    def invert(self, photos: torch.Tensor, facenet, generator: torch.Generator, steps: int | None = None,
+               starts: int | None = None, on_step=None) -> dict[str, torch.Tensor]:
+        """Recover (z, c) with G_ema(z, c) ~ photos (N, 3, H, W in [-1, 1]); c is beta standardised.
+
+        Adam on alpha * pixel MSE + (1 - alpha) * squared FaceNet embedding distance,
+        from `starts` random (z0, c0) per photo; after a fifth of the steps only the
+        start with the lowest loss goes on. Returns z, c, beta and the final loss (N,)."""
+        p = self.params
+        steps, starts = steps or p.invert_steps, starts or p.invert_starts
+        device, n = self._device(), len(photos)
+        photos = photos.to(device).float()
+        with torch.no_grad():
+            target = facenet(photos)
+        z = torch.randn(n * starts, p.z_dim, generator=generator).to(device)
+        c = torch.randn(n * starts, p.raters, generator=generator).to(device)
+        index = torch.arange(n, device=device).repeat_interleave(starts)
+        G = self.G_ema.eval().requires_grad_(False)
+        select_at = max(1, int(steps * SELECTION_SHARE)) if starts > 1 else 0
+
+        def losses(z, c, index):
+            fake = G(z, c).float()
+            pixel = (fake - photos[index]).pow(2).flatten(1).mean(1)
+            feature = (facenet(fake) - target[index]).pow(2).sum(1)
+            return p.invert_alpha * pixel + (1 - p.invert_alpha) * feature
+
+        z, c = z.requires_grad_(), c.requires_grad_()
+        optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
+        for step in range(steps):
+            if step == select_at and starts > 1:
+                with torch.no_grad():
+                    best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
+                z, c, index = z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), index[best]
+                optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
+            loss = losses(z, c, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            if on_step:
+                on_step(step)
+        if starts > 1 and select_at == 0:   # fewer steps than the selection point: choose now
+            with torch.no_grad():
+                best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
+            z, c = z[best], c[best]
+        with torch.no_grad():
+            final = losses(z, c, torch.arange(n, device=device))
+        z, c = z.detach(), c.detach()
+        return {"z": z, "c": c, "beta": c * self.beta_std + self.beta_mean, "loss": final}
+
+    @torch.no_grad()
+    def regenerate(self, z: torch.Tensor, beta: torch.Tensor, delta: float) -> torch.Tensor:
+        """G(z, beta + delta): every rater's score raised by `delta` rating points."""
+        return self.generate(beta + delta, z)
+
+    # ---------------------------------------------------------------- data and evaluation
+    @staticmethod
+    def training_data(root, params):
+        """Aligned CelebA train faces with their pseudo beta, plus (london_real) the
+        rating set's train faces with their real ratings."""
+        from facegan.beauty.stage import load_pseudo_labels
+        from facegan.config import ConfigError
+        from facegan.data.datasets import load_images, set_folder
+        from facegan.data.images import load_rgb
+
+        images, frame = load_images(set_folder(root, "celeba"), ["train"])
+        pseudo = load_pseudo_labels(root, "celeba")
+        if pseudo["beta"].shape[1] != params.raters:
+            raise ConfigError(f"train.beholder.raters = {params.raters}, but data/pseudo_labels has K = "
+                              f"{pseudo['beta'].shape[1]} raters (beauty.raters): set them equal")
+        row = {path: i for i, path in enumerate(pseudo["path"])}
+        missing = [p for p in frame["path"] if p not in row]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} aligned CelebA faces have no pseudo-label (first: {missing[0]}):"
+                                    " run `dvc repro pseudo_label`")
+        beta = pseudo["beta"][[row[p] for p in frame["path"]]]
+        if params.london_real:
+            real = load_pseudo_labels(root, "real")
+            train = real["split"] == "train"
+            folder = set_folder(root, str(real["set"]))
+            extra = np.stack([load_rgb(folder / p) for p in real["path"][train]])
+            images, beta = np.concatenate([images, extra]), np.concatenate([beta, real["beta"][train]])
+        return images, beta
+
+    def evaluate(self, root, params, report_dir) -> dict:
+        """FID/KID; beauty control (beauty_spearman) and identity along strips;
+        beautification of held-out CelebA test faces (beauty rise, identity)."""
+        from facegan.beauty.stage import BeautyJudge, load_pseudo_labels
+        from facegan.data.datasets import to_uint8
+        from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
+
+        p, device = self.params, self._device()
+        judge = BeautyJudge(root, device)
+        if len(judge.ensemble.raters) != p.raters:
+            raise ValueError(f"models/beauty has {len(judge.ensemble.raters)} raters, the model K = {p.raters}")
+        generator = torch.Generator().manual_seed(params.seed)
+
+        # ---------------- 1. FID/KID: beta drawn from the training distribution of pseudo-labels
+        pseudo = load_pseudo_labels(root, "celeba")
+        train_beta = pseudo["beta"][pseudo["split"] == "train"]
+        rng = np.random.default_rng(params.seed)
+        requested = torch.from_numpy(train_beta[rng.integers(len(train_beta), size=params.n_samples)])
+        fakes = torch.cat([self.generate(chunk, generator=generator).float().cpu()
+                           for chunk in requested.split(params.batch_size)])
+        result = fid_kid_against(load_reference(reference_path(root, "celeba", "test", fakes.shape[-1])),
+                                 inception_features([to_uint8(fakes)]), params.kid_subsets)
+
+        # ---------------- 2. beauty control and identity along strips
+        z = torch.randn(p.eval_strips, p.z_dim, generator=generator)
+        strips = torch.cat([self.strips(chunk, p.eval_levels).float().cpu()
+                            for chunk in z.split(max(1, params.batch_size // p.eval_levels))])
+        asked = self.levels(p.eval_levels).mean(1).cpu().numpy()
+        result.update(beauty_control(asked, judge.beauty(strips).reshape(p.eval_strips, p.eval_levels)))
+        result.update(strip_identity(judge.dlib(strips).reshape(p.eval_strips, p.eval_levels, -1)))
+        save_labelled_grid(strips[:8 * p.eval_levels], [f"z{r}" for r in range(min(8, p.eval_strips))],
+                           report_dir / "beauty_strips.png", per_row=p.eval_levels)
+
+        # ---------------- 3. beautification of held-out faces
+        result.update(self.evaluate_beautification(root, judge, generator, report_dir))
+        return result
+
+    def evaluate_beautification(self, root, judge, generator, report_dir) -> dict:
+        from facegan.data.datasets import load_images, set_folder, to_tensor
+        from facegan.metrics.identity import gallery_path, identity_preservation
+
+        p = self.params
+        with np.load(gallery_path(root, "celeba", "test"), allow_pickle=False) as f:
+            gallery = {key: f[key] for key in f.files}
+        images, frame = load_images(set_folder(root, "celeba"), ["test"])
+        position = {path: i for i, path in enumerate(gallery["path"])}
+        identities = gallery["identity"].astype(str)
+        # faces whose identity has another photo, so (output, other photo) pairs exist
+        eligible = [i for i, path in enumerate(frame["path"])
+                    if (identities == identities[position[path]]).sum() > 1]
+        chosen = np.random.default_rng(0).choice(eligible, size=min(p.eval_beautify, len(eligible)), replace=False)
+        photos = to_tensor(images[chosen])
+        with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+            recovered = self.invert(photos, judge.facenet, generator)
+        reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
+        beautified = self.regenerate(recovered["z"], recovered["beta"], p.eval_delta).float().cpu()
+        beauty_photo, beauty_recon, beauty_new = (judge.beauty(x) for x in (photos, reconstruction, beautified))
+        source = np.array([position[frame["path"][i]] for i in chosen])
+        keep = identity_preservation(judge.dlib(beautified), source, gallery["dlib"], identities)
+        recon = identity_preservation(judge.dlib(reconstruction), source, gallery["dlib"], identities)
+        mse = (reconstruction - photos).pow(2).flatten(1).mean(1)
+        rows = ["photo", "reconstruction", f"beta + {p.eval_delta:g}"]
+        save_labelled_grid(torch.cat([photos[:8], reconstruction[:8], beautified[:8]]), rows,
+                           report_dir / "beautification.png", per_row=min(8, len(photos)))
+        return {
+            "beautify_faces": len(chosen), "beautify_delta": p.eval_delta,
+            "beautify_rise_rate": float((beauty_new > beauty_photo).mean()),
+            "beautify_rise_rate_vs_reconstruction": float((beauty_new > beauty_recon).mean()),
+            "beautify_beauty_photo": float(beauty_photo.mean()),
+            "beautify_beauty_reconstruction": float(beauty_recon.mean()),
+            "beautify_beauty_beautified": float(beauty_new.mean()),
+            "reconstruction_psnr": float((10 * torch.log10(4 / mse.clamp_min(1e-10))).mean()),
+            "inversion_loss": float(recovered["loss"].mean()),
+            "identity_acc_beautified": keep["identity_acc"],
+            "identity_acc_reconstruction": recon["identity_acc"],
+            "identity_ceiling": keep["identity_ceiling"],
+            "identity_acc_beautified_at_fixed": keep["identity_acc_at_fixed"],
+            "identity_acc_reconstruction_at_fixed": recon["identity_acc_at_fixed"],
+            "identity_ceiling_at_fixed": keep["identity_ceiling_at_fixed"],
+            "identity_pairs": keep["identity_pairs"],
+        }
+
+
+def beauty_control(asked: np.ndarray, predicted: np.ndarray) -> dict:
+    """asked (L,): mean beta of each level; predicted (S, L): the ensemble's beauty of strip s at level l.
+
+    beauty_spearman pools every (z, level) pair: the literal, strictest reading
+    (different z differ in beauty too); within_z asks whether the SAME face
+    ranks right (the paper's claim), levels whether the average does."""
+    from scipy.stats import spearmanr
+
+    strips, levels = predicted.shape
+    within = [spearmanr(asked, row).statistic for row in predicted]
+    return {
+        "beauty_spearman": float(spearmanr(np.tile(asked, strips), predicted.ravel()).statistic),
+        "beauty_spearman_within_z": float(np.nanmean(within)),
+        "beauty_spearman_levels": float(spearmanr(asked, predicted.mean(0)).statistic),
+        "beauty_predicted_low": float(predicted[:, 0].mean()),
+        "beauty_predicted_high": float(predicted[:, -1].mean()),
+        "beauty_asked_low": float(asked[0]), "beauty_asked_high": float(asked[-1]),
+    }
+
+
+def strip_identity(descriptors: np.ndarray) -> dict:
+    """descriptors (S, L, D): is a strip one person? dlib's 0.6 same-person rule on
+    neighbours and on the two ends, beside the same rule on different z at one level."""
+    from facegan.metrics.identity import DLIB_THRESHOLD
+
+    neighbours = np.linalg.norm(descriptors[:, 1:] - descriptors[:, :-1], axis=2)
+    ends = np.linalg.norm(descriptors[:, -1] - descriptors[:, 0], axis=1)
+    strangers = np.linalg.norm(descriptors - np.roll(descriptors, 1, axis=0), axis=2)
+    return {
+        "strip_neighbours_same_rate": float((neighbours < DLIB_THRESHOLD).mean()),
+        "strip_ends_same_rate": float((ends < DLIB_THRESHOLD).mean()),
+        "strip_different_z_same_rate": float((strangers < DLIB_THRESHOLD).mean()),
+        "strip_neighbour_distance": float(neighbours.mean()),
+        "strip_different_z_distance": float(strangers.mean()),
+    }

@@ -1,0 +1,173 @@
+"""Beholder-GAN's parts: per-rater predictors, beauty control figures, inversion, `facegan beautify`."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from facegan import cli
+from facegan.beauty.predictors import (RaterEnsemble, RidgeBasis, Standardiser, cross_validate, select_raters)
+from facegan.config import AlignParams
+from facegan.data.datasets import to_tensor
+from facegan.data.quality import DataError
+from facegan.methods.beholder import beauty_control, strip_identity
+from test_training import TINY_METHODS, tiny_params, train
+
+ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5]
+
+
+def synthetic_raters(n=120, d=20, seed=0):
+    """Rater 0 follows feature 0 closely, rater 1 is pure noise, rater 2 follows feature 1 loosely."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = np.stack([4 + x[:, 0] + 0.1 * rng.normal(size=n), 4 + rng.normal(size=n),
+                  4 + 0.5 * x[:, 1] + rng.normal(size=n)], 1)
+    return x, y
+
+
+def test_rater_selection_is_seeded_and_skips_incomplete_or_constant_raters():
+    ratings = pd.DataFrame({"r1": [1, 2, 3], "r2": [1, np.nan, 3], "r3": [4, 4, 4], "r4": [2, 5, 7],
+                            "r5": [7, 1, 2]}, dtype=float)
+    assert select_raters(ratings, 3, 0) == ["r1", "r4", "r5"]
+    assert select_raters(ratings, 2, 1) == select_raters(ratings, 2, 1)
+    with pytest.raises(DataError, match="only 3 of 5 raters"):
+        select_raters(ratings, 4, 0)
+
+
+def test_leave_one_out_shortcut_equals_refitting():
+    x, y = synthetic_raters(40, 8)
+    z = Standardiser.fit(x)(x)
+    for alpha in (0.1, 10.0):
+        fitted = RidgeBasis(z).fit("r", y[:, 2], [alpha])
+        errors = []
+        for i in range(len(z)):
+            keep = np.arange(len(z)) != i
+            zi, yi = z[keep], y[keep, 2]
+            w = np.linalg.solve(zi.T @ (zi - zi.mean(0)) + alpha * np.eye(z.shape[1]),
+                                (zi - zi.mean(0)).T @ (yi - yi.mean()))
+            errors.append((y[i, 2] - (yi.mean() + (z[i] - zi.mean(0)) @ w)) ** 2)
+        assert fitted.loo_mse == pytest.approx(np.mean(errors), rel=1e-6)   # exact, not an approximation
+
+
+def test_each_rater_has_a_separate_predictor():
+    x, y = synthetic_raters()
+    ensemble = RaterEnsemble.fit(x, y, ["a", "b", "c"], ALPHAS, "test", (1.0, 7.0))
+    assert len(ensemble.models) == 3
+    alphas = [m.alpha for m in ensemble.models]
+    assert alphas[1] > alphas[0], "the noise rater must be regularised harder than the consistent one"
+    # changing one rater's scores changes that rater's model alone
+    y2 = y.copy()
+    y2[:, 2] = 8 - y2[:, 2]
+    other = RaterEnsemble.fit(x, y2, ["a", "b", "c"], ALPHAS, "test", (1.0, 7.0))
+    for k in (0, 1):
+        assert np.allclose(ensemble.models[k].weights, other.models[k].weights)
+    assert not np.allclose(ensemble.models[2].weights, other.models[2].weights)
+    prediction = ensemble.predict(x)
+    assert prediction.shape == (len(x), 3)
+    assert np.corrcoef(prediction[:, 0], y[:, 0])[0, 1] > 0.95
+    clipped = ensemble.predict(x * 50, clip=True)
+    assert clipped.min() >= 1 and clipped.max() <= 7
+
+
+def test_cross_validation_and_save_load(tmp_path):
+    x, y = synthetic_raters()
+    report, predicted = cross_validate(x, y, ["a", "b", "c"], y.mean(1), ALPHAS, 10, 0, "test", (1.0, 7.0))
+    assert report["per_rater_r_max"] > 0.9 and report["per_rater_r_min"] < 0.3   # rater 0 vs the noise rater
+    assert predicted.shape == y.shape and 0.3 < report["ensemble_r"] <= 1
+    ensemble = RaterEnsemble.fit(x, y, ["a", "b", "c"], ALPHAS, "test", (1.0, 7.0))
+    ensemble.save(tmp_path, {"descriptor": "test"})
+    loaded = RaterEnsemble.load(tmp_path)
+    assert loaded.raters == ["a", "b", "c"] and loaded.scale == (1.0, 7.0)
+    assert np.allclose(loaded.predict(x), ensemble.predict(x))
+
+
+def test_beauty_control_and_strip_identity_figures():
+    asked = np.linspace(2, 5, 6)
+    rng = np.random.default_rng(0)
+    faithful = asked + rng.normal(0, 0.05, (40, 6)) + rng.normal(0, 0.2, (40, 1))
+    figures = beauty_control(asked, faithful)
+    assert figures["beauty_spearman_within_z"] > 0.95 and figures["beauty_spearman_levels"] == 1.0
+    assert 0.5 < figures["beauty_spearman"] < figures["beauty_spearman_within_z"]
+    assert abs(beauty_control(asked, rng.normal(size=(40, 6)))["beauty_spearman"]) < 0.2
+    people = rng.normal(size=(10, 1, 128))
+    same_person = strip_identity(people * 0.1 + rng.normal(0, 1e-3, (10, 5, 128)))
+    assert same_person["strip_neighbours_same_rate"] == 1.0
+    assert strip_identity(rng.normal(size=(10, 5, 128)))["strip_neighbours_same_rate"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def london_face(london_photo):
+    faces, failures = cli.aligned_faces([london_photo], 64, AlignParams())
+    assert failures == 0
+    return faces[0][1]
+
+
+def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facenet):
+    trainer = train(tmp_path, 2, method="beholder")
+    method = trainer.method.eval()
+    photo = to_tensor(london_face[None])
+    generator = torch.Generator().manual_seed(0)
+    short = method.invert(photo, facenet, generator, steps=1, starts=2)
+    longer = method.invert(photo, facenet, torch.Generator().manual_seed(0), steps=15, starts=2)
+    assert longer["loss"].item() < short["loss"].item()
+    assert longer["beta"].shape == (1, TINY_METHODS["beholder"]["raters"])
+    higher = method.regenerate(longer["z"], longer["beta"], 1.0)
+    assert higher.shape == (1, 3, 64, 64) and not torch.allclose(higher, method.generate(longer["beta"],
+                                                                                            longer["z"]))
+
+
+@pytest.fixture(scope="module")
+def beholder_project(tmp_path_factory, facenet):
+    """A project folder with a tiny trained beholder, a beauty ensemble and FaceNet, for the CLI."""
+    from test_config import REPO
+
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    trainer = train(root / "run", 2, method="beholder")
+    (root / "models").mkdir()
+    (root / "run" / "models").rename(root / "models" / "beholder")
+    (root / "models" / "pretrained").mkdir()
+    torch.save(facenet.net.state_dict(), root / "models" / "pretrained" / "facenet.pt")
+    rng = np.random.default_rng(0)
+    k = trainer.method.params.raters
+    ensemble = RaterEnsemble.fit(rng.normal(size=(30, 1792)), rng.uniform(1, 7, (30, k)),
+                                 [f"r{i}" for i in range(k)], ALPHAS, "facenet_pool", (1.0, 7.0))
+    ensemble.save(root / "models" / "beauty", {"descriptor": "facenet_pool", "precision": "fp32",
+                                               "batch_size": 16, "eye_distance": 0.28, "eye_y": 0.38})
+    return root
+
+
+def test_beautify_a_photo(beholder_project, london_photo, monkeypatch, capsys):
+    monkeypatch.chdir(beholder_project)
+    out = beholder_project / "out" / "beautified.png"
+    assert cli.main(["beautify", str(london_photo), "--delta", "1.0", "--out", str(out), "--steps", "3",
+                     "--starts", "2"]) == 0
+    assert out.exists() and (out.parent / "beautified_compare.png").exists()
+    assert "predicted beauty" in capsys.readouterr().out
+
+
+def test_beautify_explains_a_photo_without_a_face(beholder_project, no_face_photo, london_photo, monkeypatch,
+                                                  capsys):
+    monkeypatch.chdir(beholder_project)
+    assert cli.main(["beautify", str(no_face_photo), "--out", str(beholder_project / "x.png"), "--steps", "1",
+                     "--starts", "1"]) == 1
+    assert f"{no_face_photo}: no face found" in capsys.readouterr().err
+    # batch mode: the good photo is still done when another fails
+    folder = beholder_project / "batch"
+    folder.mkdir()
+    shutil.copy(no_face_photo, folder / "wall.png")
+    shutil.copy(london_photo, folder / "face.jpg")
+    assert cli.main(["beautify", str(folder), "--out", str(beholder_project / "many"), "--steps", "1",
+                     "--starts", "1"]) == 1
+    assert (beholder_project / "many" / "face_beautified.png").exists()
+
+
+def test_beautify_before_training_says_which_stage(tmp_path, london_photo, monkeypatch, capsys):
+    from test_config import REPO
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["beautify", str(london_photo), "--out", "o.png"]) == 2
+    assert "dvc repro train@beholder" in capsys.readouterr().err
