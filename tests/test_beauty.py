@@ -97,6 +97,23 @@ def test_beauty_control_and_strip_identity_figures():
     assert strip_identity(rng.normal(size=(10, 5, 128)))["strip_neighbours_same_rate"] == 0.0
 
 
+def test_strip_levels_are_real_beta_vectors_of_rising_beauty():
+    from facegan.methods import build_method
+
+    method = build_method("beholder", tiny_params())
+    k = TINY_METHODS["beholder"]["raters"]
+    labels = torch.rand(500, k) * 6 + 1
+    method.prepare(labels)
+    levels = method.levels(8)
+    assert all(any(torch.equal(row, real) for real in labels) for row in levels)
+    assert (levels.mean(1).diff() > 0).all()
+    assert torch.allclose(method.beta_std, labels.std(0))
+    # delta counts each rater's standard deviations
+    z = torch.randn(2, TINY_METHODS["beholder"]["z_dim"])
+    beta = levels[:2]
+    assert torch.allclose(method.regenerate(z, beta, 1.0), method.generate(beta + method.beta_std, z))
+
+
 @pytest.fixture(scope="module")
 def london_face(london_photo):
     faces, failures = cli.aligned_faces([london_photo], 64, AlignParams())

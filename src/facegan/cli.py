@@ -137,8 +137,8 @@ def cmd_beautify(args) -> int:
             save_rgb(to_uint8(beautified[k:k + 1])[0], target)
             strip = torch.cat([photos[k], reconstruction[k], beautified[k]], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
-            print(f"{target}: predicted beauty {before[k]:.2f} -> {after[k]:.2f} (delta {args.delta:+g} for every "
-                  f"rater; {target.stem}_compare.png: photo | reconstruction | beautified)")
+            print(f"{target}: predicted beauty {before[k]:.2f} -> {after[k]:.2f} (every rater {args.delta:+g} sd; "
+                  f"{target.stem}_compare.png: photo | reconstruction | beautified)")
     return 1 if failures else 0
 
 
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "on alpha*L2 + (1-alpha)*FaceNet loss, regenerate at beta + delta.")
     beautify.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
     beautify.add_argument("--delta", type=float, default=1.0,
-                          help="rating points (scale 1-7) added to every rater's score (default 1.0)")
+                          help="added to every rater's score, in standard deviations of that rater's "
+                               "training scores (default 1.0; negative lowers beauty)")
     beautify.add_argument("--out", type=Path, required=True,
                           help="output PNG for one photo, or a folder for several")
     beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: train.beholder)")

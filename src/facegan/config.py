@@ -249,7 +249,7 @@ class BeholderParams:
     beta1: float = bounded(0.0, 0.0, 0.999)
     beta2: float = bounded(0.9, 0.0, 0.9999)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
-    lambda_beta: float = bounded(1.0, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
+    lambda_beta: float = bounded(0.5, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
     london_real: bool = True                     # add the rating set's train faces with their real ratings
     # beautification: recover (z, beta) by gradient descent, then regenerate at beta + delta
     invert_steps: int = bounded(100, 1, 100_000)
@@ -260,7 +260,7 @@ class BeholderParams:
     eval_levels: int = bounded(8, 2, 100)        # beta quantile levels per strip
     eval_strips: int = bounded(100, 2, 100_000)  # fixed z per level, for beauty_spearman
     eval_beautify: int = bounded(32, 2, 100_000)  # held-out test faces beautified
-    eval_delta: float = bounded(1.0, -6.0, 6.0)  # rating points added to every rater's beta
+    eval_delta: float = bounded(1.0, -3.0, 3.0)  # added to every rater's beta, in that rater's std
 
 
 @dataclass(frozen=True)

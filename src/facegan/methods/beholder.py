@@ -8,17 +8,26 @@ VECTOR beta in R^K of K raters' scores, not on one mean score.
   London's own train faces join with their REAL ratings (`london_real`).
 - G(z, beta): z ~ N(0, I), beta standardised per rater (c = (beta - mu) / sigma
   over the training labels, stored with the weights); the cgan generator
-  (conditional batch norm on [z, c], 4 x 4 -> 64 x 64).
+  (conditional batch norm on [z, c / sqrt(K)], 4 x 4 -> 64 x 64).
 - D(x) -> (real/fake score, beta_hat): an SNGAN trunk with two heads. As in the
   paper, D does not see beta; it PREDICTS it:
       L_D = E[relu(1 - D(x))] + E[relu(1 + D(G(z, c')))] + lambda_beta * MSE(beta_hat(x), c)
       L_G = -E[D(G(z, c'))] + lambda_beta * MSE(beta_hat(G(z, c')), c')
   with c' the conditions of another real batch (the real label distribution).
+  lambda_beta = 0.5 by default. Measured at the default budget (~1,380 steps):
+  with lambda_beta = 1 and c fed raw, G drew one face per beta whatever z
+  (FID 161, dlib called different z the same person 77 % of the time);
+  with c / sqrt(K) and 0.5: FID 129, 13 %.
 - Beautification (paper, Sec. 3.2): recover (z, beta) of a photo x from random
   starts by gradient descent on
       L(z, beta) = alpha * ||x - G(z, beta)||^2 + (1 - alpha) * ||f(x) - f(G(z, beta))||^2
   (f: FaceNet's embedding standing in for VGG-Face, whose weights are not
-  obtainable offline), then regenerate G(z, beta + delta).
+  obtainable offline), then regenerate G(z, beta + delta). delta is counted in
+  standard deviations of each rater's training scores (beta_k + delta * sigma_k):
+  the predicted scores spread much less than raw ratings (per-rater sigma
+  0.1-1.1 points on the 1-7 scale), so one raw rating point would throw beta
+  several sigma outside what G was trained on. The recovered beta is kept within
+  +-INVERT_BOX sigma of the training mean for the same reason.
 
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
 the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
@@ -41,6 +50,7 @@ from facegan.reports import save_labelled_grid
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
+INVERT_BOX = 3.0  # recovered standardised beta is clamped to [-3, 3]: where G has seen training data
 
 
 class BeautyDiscriminator(nn.Module):
@@ -70,29 +80,36 @@ class BeholderGAN(GANMethod):
 
     # ---------------------------------------------------------------- conditions
     def prepare(self, labels):
-        """Per-rater mean and std of beta; and beta_levels: row j is the mean beta of the
-        training faces in the j-th of QUANTILES equal bins of the ensemble's beauty (the
-        mean over raters). Sweeping these rows keeps beta a vector the data holds; every
-        rater at the same percentile at once would be far more extreme than any face."""
+        """Per-rater mean and std of beta; and beta_levels: row j is a REAL training beta,
+        the one nearest the mean of the faces in the j-th of QUANTILES equal bins of the
+        ensemble's beauty (the mean over raters). Sweeping rows keeps beta a vector the
+        data holds: a bin mean, or every rater at one percentile, is far more central or
+        extreme than any face's beta."""
         if labels is None:
             raise ValueError("beholder trains on beauty vectors: its training data gave none")
         labels = labels.float()
         self.beta_mean.copy_(labels.mean(0))
-        self.beta_std.copy_(labels.std(0).clamp_min(1e-3))
-        order = labels.mean(1).argsort()
-        bins = torch.tensor_split(order, QUANTILES) if len(order) >= QUANTILES else \
-            [order[int(j * (len(order) - 1) / (QUANTILES - 1)):][:1] for j in range(QUANTILES)]
-        self.beta_levels.copy_(torch.stack([labels[b].mean(0) for b in bins]))
+        self.beta_std.copy_(torch.nan_to_num(labels.std(0), nan=1.0).clamp_min(1e-3))
+        order, n = labels.mean(1).argsort(), len(labels)
+        medoids = []
+        for j in range(QUANTILES):   # bin j: ranks [j n / Q, (j + 1) n / Q), at least one face
+            members = order[min(j * n // QUANTILES, n - 1):max((j + 1) * n // QUANTILES, j * n // QUANTILES + 1)]
+            centre = labels[members].mean(0)
+            medoids.append(labels[members[(labels[members] - centre).norm(dim=1).argmin()]])
+        self.beta_levels.copy_(torch.stack(medoids))
+
+    def g_condition(self, c: torch.Tensor) -> torch.Tensor:
+        """What G reads: c / sqrt(K). The K raters agree (r ~ 0.5), so c's first principal
+        direction has std ~ sqrt(K / 2), ~5x any z direction: fed raw, it drowned z and G
+        drew one face per beta (seen in training at K = 60). D's target stays c."""
+        return c / self.params.raters ** 0.5
 
     def standardise(self, beta: torch.Tensor) -> torch.Tensor:
         return (beta.float() - self.beta_mean) / self.beta_std
 
     def levels(self, n: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
-        """(n, K) beta vectors of rising beauty: the typical beta at beauty quantiles low..high."""
-        positions = torch.linspace(low, high, n) * (QUANTILES - 1)
-        below = positions.floor().long().clamp(max=QUANTILES - 2)
-        weight = (positions - below).unsqueeze(1).to(self.beta_levels.device)
-        return torch.lerp(self.beta_levels[below], self.beta_levels[below + 1], weight)
+        """(n, K) real beta vectors of rising beauty, at beauty quantiles low..high."""
+        return self.beta_levels[(torch.linspace(low, high, n) * (QUANTILES - 1)).round().long()]
 
     # ---------------------------------------------------------------- training
     def train_step(self, batch, step, generator):
@@ -104,7 +121,7 @@ class BeholderGAN(GANMethod):
 
         # ---------------- 1. discriminator: real/fake hinge + predict beta of real faces
         with torch.no_grad():
-            x_fake = self.G(z, c_fake)
+            x_fake = self.G(z, self.g_condition(c_fake))
         score_real, beta_hat_real = self.D(x_real)
         score_fake, _ = self.D(x_fake)
         loss_d_adv = F.relu(1 - score_real).mean() + F.relu(1 + score_fake).mean()
@@ -114,7 +131,7 @@ class BeholderGAN(GANMethod):
         opt["D"].step()
 
         # ---------------- 2. generator: fool D, and make D read the requested beta
-        score, beta_hat = self.D(self.G(z, c_fake))
+        score, beta_hat = self.D(self.G(z, self.g_condition(c_fake)))
         loss_g_adv = -score.mean()
         loss_g_beta = F.mse_loss(beta_hat.float(), c_fake)
         opt["G"].zero_grad(set_to_none=True)
@@ -133,7 +150,7 @@ class BeholderGAN(GANMethod):
         """Faces for beauty vectors beta (N, K) in rating units."""
         if z is None:
             z = torch.randn(len(beta), self.params.z_dim, generator=generator)
-        return self.G_ema.eval()(z.to(self._device()), self.standardise(beta.to(self._device())))
+        return self.G_ema.eval()(z.to(self._device()), self.g_condition(self.standardise(beta.to(self._device()))))
 
     def strips(self, z: torch.Tensor, levels: int) -> torch.Tensor:
         """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels."""
@@ -162,32 +179,35 @@ class BeholderGAN(GANMethod):
         c = torch.randn(n * starts, p.raters, generator=generator).to(device)
         index = torch.arange(n, device=device).repeat_interleave(starts)
         G = self.G_ema.eval().requires_grad_(False)
-        select_at = max(1, int(steps * SELECTION_SHARE)) if starts > 1 else 0
+        select_at = max(1, int(steps * SELECTION_SHARE))
 
         def losses(z, c, index):
-            fake = G(z, c).float()
+            fake = G(z, self.g_condition(c)).float()
             pixel = (fake - photos[index]).pow(2).flatten(1).mean(1)
             feature = (facenet(fake) - target[index]).pow(2).sum(1)
             return p.invert_alpha * pixel + (1 - p.invert_alpha) * feature
+
+        def best_start(z, c, index):
+            with torch.no_grad():
+                best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
+            return z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), index[best]
 
         z, c = z.requires_grad_(), c.requires_grad_()
         optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
         for step in range(steps):
             if step == select_at and starts > 1:
-                with torch.no_grad():
-                    best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
-                z, c, index = z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), index[best]
+                z, c, index = best_start(z, c, index)
                 optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
             loss = losses(z, c, index)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
+            with torch.no_grad():
+                c.clamp_(-INVERT_BOX, INVERT_BOX)
             if on_step:
                 on_step(step)
-        if starts > 1 and select_at == 0:   # fewer steps than the selection point: choose now
-            with torch.no_grad():
-                best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
-            z, c = z[best], c[best]
+        if len(z) > n:   # fewer steps than the selection point: choose now
+            z, c, index = best_start(z, c, index)
         with torch.no_grad():
             final = losses(z, c, torch.arange(n, device=device))
         z, c = z.detach(), c.detach()
@@ -195,8 +215,8 @@ class BeholderGAN(GANMethod):
 
     @torch.no_grad()
     def regenerate(self, z: torch.Tensor, beta: torch.Tensor, delta: float) -> torch.Tensor:
-        """G(z, beta + delta): every rater's score raised by `delta` rating points."""
-        return self.generate(beta + delta, z)
+        """G(z, beta + delta * sigma): every rater's score raised by `delta` of that rater's std."""
+        return self.generate(beta + delta * self.beta_std, z)
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
@@ -288,7 +308,7 @@ class BeholderGAN(GANMethod):
         keep = identity_preservation(judge.dlib(beautified), source, gallery["dlib"], identities)
         recon = identity_preservation(judge.dlib(reconstruction), source, gallery["dlib"], identities)
         mse = (reconstruction - photos).pow(2).flatten(1).mean(1)
-        rows = ["photo", "reconstruction", f"beta + {p.eval_delta:g}"]
+        rows = ["photo", "reconstruction", f"beta + {p.eval_delta:g} sd"]
         save_labelled_grid(torch.cat([photos[:8], reconstruction[:8], beautified[:8]]), rows,
                            report_dir / "beautification.png", per_row=min(8, len(photos)))
         return {
