@@ -131,14 +131,15 @@ def cmd_beautify(args) -> int:
             recovered = method.invert(photos, judge.facenet, generator, steps=args.steps, starts=args.starts)
         beautified = method.regenerate(recovered["z"], recovered["beta"], args.delta).float()
         reconstruction = method.generate(recovered["beta"], recovered["z"]).float()
-        before, after = judge.beauty(photos), judge.beauty(beautified)
+        before, recon, after = judge.beauty(photos), judge.beauty(reconstruction), judge.beauty(beautified)
         for k, (path, _) in enumerate(chunk):
             target = args.out if single else args.out / f"{path.stem}_beautified.png"
             save_rgb(to_uint8(beautified[k:k + 1])[0], target)
             strip = torch.cat([photos[k], reconstruction[k], beautified[k]], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
-            print(f"{target}: predicted beauty {before[k]:.2f} -> {after[k]:.2f} (every rater {args.delta:+g} sd; "
-                  f"{target.stem}_compare.png: photo | reconstruction | beautified)")
+            print(f"{target}: predicted beauty: photo {before[k]:.2f}, reconstruction {recon[k]:.2f}, beautified "
+                  f"{after[k]:.2f} (every rater {args.delta:+g} sd; {target.stem}_compare.png: photo | "
+                  "reconstruction | beautified)")
     return 1 if failures else 0
 
 
