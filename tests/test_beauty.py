@@ -165,6 +165,15 @@ def test_beautify_a_photo(beholder_project, london_photo, monkeypatch, capsys):
     assert "predicted beauty" in capsys.readouterr().out
 
 
+def test_generate_beauty_strips(beholder_project, monkeypatch, capsys):
+    monkeypatch.chdir(beholder_project)
+    out = beholder_project / "strips.png"
+    assert cli.main(["generate", "beholder", "-n", "3", "--levels", "4", "--out", str(out)]) == 0
+    from PIL import Image
+    assert Image.open(out).size[0] > Image.open(out).size[1]   # 4 columns, 3 rows
+    assert cli.main(["generate", "beholder", "--attr", "Male=1", "--out", str(out)]) == 2
+
+
 def test_beautify_explains_a_photo_without_a_face(beholder_project, no_face_photo, london_photo, monkeypatch,
                                                   capsys):
     monkeypatch.chdir(beholder_project)

@@ -3,6 +3,7 @@
 facegan align photo.jpg [more.jpg | folder ...] --out crops/   detect, landmark and align faces
 facegan generate cgan --attr Blond_Hair=1 Male=0 -n 16 --out grid.png
                                                              faces with the attributes you ask for
+facegan generate beholder -n 8 --levels 8 --out strips.png   one face per row, growing more beautiful
 facegan beautify photo.jpg [more | folder] --delta 1.0 --out out.png
                                                              Beholder-GAN beautification
 facegan info                                                 what the pipeline has produced so far
@@ -163,12 +164,19 @@ def cmd_generate(args) -> int:
     from torchvision.utils import save_image
 
     method = trained(args.method)
-    if not hasattr(method, "attributes"):
-        raise UserError(f"{args.method} does not generate from attributes")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(method, "strips"):   # beholder: rows of one z each, beauty rising along the row
+        if args.attr:
+            raise UserError(f"{args.method} generates from beauty levels, not attributes: use --levels")
+        z = torch.randn(args.n, method.params.z_dim, generator=torch.Generator().manual_seed(args.seed))
+        faces = method.strips(z, args.levels).float()
+        save_image(faces.add(1).div(2).clamp(0, 1), args.out, nrow=args.levels)
+        print(f"{args.out}: {args.n} faces (rows), each at {args.levels} beauty levels from the 5th to the 95th "
+              "percentile (left to right)")
+        return 0
     values = parse_attributes(args.attr, method.attributes)
     labels = torch.tensor([[values.get(name, 0.0) for name in method.attributes]] * args.n)
     faces = method.generate(labels, generator=torch.Generator().manual_seed(args.seed)).float()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(faces.add(1).div(2).clamp(0, 1), args.out, nrow=max(1, int(round(args.n ** 0.5))))
     asked = ", ".join(f"{k}={v:g}" for k, v in values.items()) or "no attribute"
     print(f"{args.out}: {args.n} faces with {asked} (others 0)")
@@ -197,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--size", type=int, default=0, help="crop side in pixels (default: align.size)")
     align.set_defaults(func=cmd_align)
     generate = sub.add_parser("generate", help="faces from attributes with a trained conditional method")
-    generate.add_argument("method", choices=["cgan"], help="trained method")
+    generate.add_argument("method", choices=["cgan", "beholder"], help="trained method")
     generate.add_argument("--attr", nargs="*", default=[], metavar="NAME=VALUE",
                           help="attribute values in [0, 1]; attributes not given are 0 (absent)")
-    generate.add_argument("-n", type=int, default=16, help="number of faces")
+    generate.add_argument("-n", type=int, default=16, help="number of faces (beholder: of rows)")
+    generate.add_argument("--levels", type=int, default=8, help="beholder: beauty levels per row")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", type=Path, required=True, help="PNG grid to write")
     generate.set_defaults(func=cmd_generate)

@@ -102,7 +102,11 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
     from facegan.data.datasets import load_images, set_folder
     from facegan.data.ratings import read_ratings
 
-    images, frame = load_images(set_folder(root, params.set))
+    folder = set_folder(root, params.set)
+    if not (folder / "manifest.csv").exists() or not (root / "data" / "raw" / params.set / "ratings.csv").exists():
+        raise DataError(f"beauty.set = {params.set}: {folder}/manifest.csv or data/raw/{params.set}/ratings.csv is "
+                        f"missing; add {params.set} to ingest.sets and align.sets")
+    images, frame = load_images(folder)
     if params.expression and "expression" in frame:
         keep = (frame["expression"] == params.expression).to_numpy()
         images, frame = images[keep], frame[keep].reset_index(drop=True)
