@@ -1,5 +1,4 @@
 """Beholder-GAN's parts: per-rater predictors, beauty control figures, inversion, `facegan beautify`."""
-import json
 import shutil
 
 import numpy as np

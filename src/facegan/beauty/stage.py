@@ -2,7 +2,6 @@
 (they rate every aligned CelebA face: a K-vector beta per image)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 from facegan.beauty.predictors import (RaterEnsemble, cross_validate, rater_agreement, select_raters)
 from facegan.data.quality import DataError, SetQuality, write_part
 
-log = logging.getLogger(__name__)
 FACENET_DESCRIPTORS = {"facenet_pool": "pool", "facenet_embedding": "embedding"}
 
 
