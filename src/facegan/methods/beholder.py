@@ -257,7 +257,9 @@ class BeholderGAN(GANMethod):
         p, device = self.params, self._device()
         judge = BeautyJudge(root, device)
         if len(judge.ensemble.raters) != p.raters:
-            raise ValueError(f"models/beauty has {len(judge.ensemble.raters)} raters, the model K = {p.raters}")
+            from facegan.data.quality import DataError
+            raise DataError(f"models/beauty has {len(judge.ensemble.raters)} raters but models/beholder was trained "
+                            f"with K = {p.raters}: set beauty.raters and train.beholder.raters equal and re-run")
         generator = torch.Generator().manual_seed(params.seed)
 
         # ---------------- 1. FID/KID: beta drawn from the training distribution of pseudo-labels
