@@ -24,6 +24,8 @@ TINY = {
     "train.beholder.raters": 5, "train.beholder.g_width": 4, "train.beholder.d_width": 4,
     "train.beholder.z_dim": 16, "train.beholder.invert_steps": 2, "train.beholder.invert_starts": 2,
     "train.beholder.eval_levels": 3, "train.beholder.eval_strips": 4, "train.beholder.eval_beautify": 4,
+    "train.fader.width": 4, "train.fader.max_width": 16, "train.fader.lambda_warmup": 1,
+    "train.fader.lambda_steps": 1, "train.fader.eval_identity": 8,
 }
 
 
@@ -88,12 +90,22 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     assert all((repo / "reports/eval/beholder" / name).exists() for name in ("beauty_strips.png",
                                                                             "beautification.png"))
 
+    fader = metrics["fader"]
+    assert {"reconstruction_psnr", "reconstruction_l1", "swap_acc", "swap_acc_Male", "swap_acc_Young", "fid",
+            "identity_acc", "identity_ceiling", "identity_acc_reconstruction", "lat_dis_acc_test",
+            "majority_rate_test"} <= set(fader)
+    assert all((repo / "reports/eval/fader" / name).exists() for name in ("swaps.png", "sliders.png",
+                                                                         "latent_discriminator.png"))
+    curve = pd.read_csv(repo / "reports/train/fader/losses.csv")
+    assert list(curve["lambda_e"]) == [0, 0, 0.05] and curve["lat_dis_acc"].between(0, 1).all()
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
                                           "convert_facenet", "identity_gallery", "attr_classifier",
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
-                                          "train@beholder", "evaluate@beholder"))
+                                          "train@beholder", "evaluate@beholder", "train@fader",
+                                          "evaluate@fader"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

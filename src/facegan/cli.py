@@ -6,8 +6,10 @@ facegan generate cgan --attr Blond_Hair=1 Male=0 -n 16 --out grid.png
 facegan generate beholder -n 8 --levels 8 --out strips.png   one face per row, growing more beautiful
 facegan beautify photo.jpg [more | folder] --delta 1.0 --out out.png
                                                              Beholder-GAN beautification
+facegan edit photo.jpg [more | folder] --attr Male=0.2 Young=1 --out out.png
+                                                             Fader Networks: slide attributes of a photo
 facegan info                                                 what the pipeline has produced so far
-More method subcommands (edit, emojify, ...) join as their methods land.
+More method subcommands (emojify, frontalize, transfer) join as their methods land.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from facegan.config import AlignParams, ConfigError, load_params
 from facegan.paths import project_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+EDIT_RANGE = (-1.0, 2.0)   # Fader slider values: [0, 1] interpolates, beyond extrapolates (the paper's figures)
 
 
 class UserError(Exception):
@@ -95,6 +98,14 @@ def cmd_align(args) -> int:
     return 1 if failures else 0
 
 
+def output_targets(paths: list[Path], out: Path, suffix: str):
+    """One photo and an image path: write there; otherwise --out is a folder of <stem>_<suffix>.png."""
+    single = len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    if not single and out.suffix:
+        raise UserError(f"--out {out}: give a folder when processing several photos")
+    return lambda path: out if single else out / f"{path.stem}_{suffix}.png"
+
+
 def trained(name: str):
     from facegan.train.loop import load_trained
 
@@ -116,9 +127,7 @@ def cmd_beautify(args) -> int:
     method = trained("beholder")
     size = method.image_size
     paths = expand_inputs(args.photos)
-    single = len(paths) == 1 and args.out.suffix.lower() in IMAGE_SUFFIXES
-    if not single and args.out.suffix:
-        raise UserError(f"--out {args.out}: give a folder when beautifying several photos")
+    target_of = output_targets(paths, args.out, "beautified")
     try:
         judge = BeautyJudge(project_root())
     except FileNotFoundError as err:
@@ -134,7 +143,7 @@ def cmd_beautify(args) -> int:
         reconstruction = method.generate(recovered["beta"], recovered["z"]).float()
         before, recon, after = judge.beauty(photos), judge.beauty(reconstruction), judge.beauty(beautified)
         for k, (path, _) in enumerate(chunk):
-            target = args.out if single else args.out / f"{path.stem}_beautified.png"
+            target = target_of(path)
             save_rgb(to_uint8(beautified[k:k + 1])[0], target)
             strip = torch.cat([photos[k], reconstruction[k], beautified[k]], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
@@ -144,7 +153,7 @@ def cmd_beautify(args) -> int:
     return 1 if failures else 0
 
 
-def parse_attributes(pairs: list[str], known: list[str]) -> dict[str, float]:
+def parse_attributes(pairs: list[str], known: list[str], low: float = 0.0, high: float = 1.0) -> dict[str, float]:
     values = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -154,9 +163,60 @@ def parse_attributes(pairs: list[str], known: list[str]) -> dict[str, float]:
             values[name] = float(value)
         except ValueError:
             raise UserError(f"--attr {pair!r}: the value must be a number (0 absent, 1 present)") from None
-        if not 0 <= values[name] <= 1:
-            raise UserError(f"--attr {pair!r}: the value must lie in [0, 1]")
+        if not low <= values[name] <= high:
+            raise UserError(f"--attr {pair!r}: the value must lie in [{low:g}, {high:g}]")
     return values
+
+
+def cmd_edit(args) -> int:
+    """Fader Networks: Dec(E(x), y') with y' the photo's own attributes (as the attribute
+    judge sees them) except those asked for."""
+    import numpy as np
+    import torch
+    from torchvision.utils import save_image
+
+    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.metrics import attributes as judge_module
+    from facegan.methods.fader import EVAL_SLIDER
+
+    method = trained("fader")
+    asked = parse_attributes(args.attr, method.attributes, EDIT_RANGE[0], EDIT_RANGE[1])
+    if args.strip and args.strip not in method.attributes:
+        raise UserError(f"--strip {args.strip!r}: expected one of {', '.join(method.attributes)}")
+    try:   # attributes the user does not set keep the values the judge sees in the photo
+        judge = judge_module.load(project_root() / "models" / "attr_classifier")
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    paths = expand_inputs(args.photos)
+    target_of = output_targets(paths, args.out, "edited")
+    faces, failures = aligned_faces(paths, method.image_size, align_params())
+    for start in range(0, len(faces), args.batch):
+        chunk = faces[start:start + args.batch]
+        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+        seen = judge.predict(photos)
+        own = torch.tensor([[float(seen[k, judge.column(name)] >= 0.5) for name in method.attributes]
+                            for k in range(len(chunk))])
+        wanted = own.clone()
+        for name, value in asked.items():
+            wanted[:, method.attributes.index(name)] = value
+        latent = method.encode(photos)
+        edited, reconstruction = method.decode(latent, wanted).float(), method.decode(latent, own).float()
+        for k, (path, _) in enumerate(chunk):
+            target = target_of(path)
+            save_rgb(to_uint8(edited[k:k + 1])[0], target)
+            strip = torch.cat([photos[k], reconstruction[k], edited[k]], 2)
+            save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
+            judged = ", ".join(f"{n}={int(v)}" for n, v in zip(method.attributes, own[k].tolist()))
+            change = ", ".join(f"{n}={v:g}" for n, v in asked.items()) or "nothing (reconstruction)"
+            print(f"{target}: judged {judged}; set {change} ({target.stem}_compare.png: photo | reconstruction | "
+                  "edited)")
+            if args.strip:
+                column = method.attributes.index(args.strip)
+                slid = method.sliders(photos[k], wanted[k:k + 1], column, EVAL_SLIDER).float()
+                strip_path = target.with_name(f"{target.stem}_strip_{args.strip}.png")
+                save_image(slid.add(1).div(2).clamp(0, 1), strip_path, nrow=len(EVAL_SLIDER))
+                print(f"{strip_path}: {args.strip} from 0 to 1 in {len(EVAL_SLIDER)} steps")
+    return 1 if failures else 0
 
 
 def cmd_generate(args) -> int:
@@ -227,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     beautify.add_argument("--batch", type=int, default=16, help="photos inverted together")
     beautify.add_argument("--seed", type=int, default=0)
     beautify.set_defaults(func=cmd_beautify)
+    edit = sub.add_parser("edit", help="Fader Networks: slide attributes of faces in photos",
+                          description="Detect and align each face, encode it, decode with the attributes you set "
+                                      "(the others keep the values the attribute judge sees in the photo).")
+    edit.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    edit.add_argument("--attr", nargs="+", default=[], metavar="NAME=VALUE",
+                      help=f"attribute values: 0 absent, 1 present, in between the slider; [{EDIT_RANGE[0]:g}, "
+                           f"{EDIT_RANGE[1]:g}] allowed (beyond [0, 1] extrapolates)")
+    edit.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
+    edit.add_argument("--strip", metavar="NAME", default="",
+                      help="also write <out>_strip_NAME.png: that attribute slid from 0 to 1")
+    edit.add_argument("--batch", type=int, default=64, help="photos edited together")
+    edit.set_defaults(func=cmd_edit)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)
     return parser

@@ -225,7 +225,13 @@ class TrainCommonParams:
 
 
 @dataclass(frozen=True)
-class CGANParams:
+class MethodParams:
+    """What every train.<method> section may set besides its own keys."""
+    max_minutes: float = bounded(0.0, 0.0)   # this method's budget per run; 0 = train.common.max_minutes
+
+
+@dataclass(frozen=True)
+class CGANParams(MethodParams):
     attributes: list[str] = listed(["Young", "Blond_Hair", "Male", "Attractive", "Smiling", "Eyeglasses"],
                                    CELEBA_ATTRIBUTES)
     z_dim: int = bounded(128, 1, 4096)
@@ -239,7 +245,7 @@ class CGANParams:
 
 
 @dataclass(frozen=True)
-class BeholderParams:
+class BeholderParams(MethodParams):
     raters: int = bounded(60, 1, 100_000)        # K, the length of beta: must equal beauty.raters
     z_dim: int = bounded(128, 1, 4096)
     g_width: int = bounded(32, 2, 1024)
@@ -264,10 +270,25 @@ class BeholderParams:
 
 
 @dataclass(frozen=True)
+class FaderParams(MethodParams):
+    attributes: list[str] = listed(["Blond_Hair", "Attractive", "Male", "Young"], CELEBA_ATTRIBUTES)
+    width: int = bounded(32, 2, 1024)          # E's first block; doubled per block up to max_width
+    max_width: int = bounded(512, 2, 4096)
+    latent_size: int = bounded(2, 1, 64)       # side of E's latent map (the paper: 2)
+    lr: float = bounded(2e-4, 1e-7, 1.0)       # Adam for the autoencoder and the latent discriminator
+    beta1: float = bounded(0.5, 0.0, 0.999)
+    lambda_e: float = bounded(0.05, 0.0)       # target weight of -log P(1 - y | E(x)) in L_AE
+    lambda_warmup: int = bounded(500, 0)       # steps with lambda_E = 0 (the autoencoder alone)
+    lambda_steps: int = bounded(1500, 0)       # then linear from 0 to lambda_e over this many steps
+    eval_identity: int = bounded(200, 2, 100_000)   # test faces whose swaps are checked for identity
+
+
+@dataclass(frozen=True)
 class TrainParams:
     common: TrainCommonParams = field(default_factory=TrainCommonParams)
     cgan: CGANParams = field(default_factory=CGANParams)
     beholder: BeholderParams = field(default_factory=BeholderParams)
+    fader: FaderParams = field(default_factory=FaderParams)
 
 
 @dataclass(frozen=True)

@@ -37,3 +37,13 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def celeba_attributes(root: Path, attributes: list[str], split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Aligned CelebA faces of one split, their 0/1 values of `attributes` (N, A), and the manifest rows."""
+    images, frame = load_images(set_folder(root, "celeba"), [split])
+    missing = [name for name in attributes if name not in frame.columns]
+    if missing:
+        raise KeyError(f"{set_folder(root, 'celeba')}/manifest.csv has no column {missing[0]!r} "
+                       f"(attributes: {', '.join(attributes)})")
+    return images, frame[list(attributes)].to_numpy(), frame

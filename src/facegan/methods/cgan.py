@@ -94,10 +94,10 @@ class CGAN(GANMethod):
     @staticmethod
     def training_data(root, params):
         """Aligned CelebA train split and the configured attributes (0/1)."""
-        from facegan.data.datasets import load_images, set_folder
+        from facegan.data.datasets import celeba_attributes
 
-        images, frame = load_images(set_folder(root, "celeba"), ["train"])
-        return images, frame[list(params.attributes)].to_numpy()
+        images, labels, _ = celeba_attributes(root, params.attributes, "train")
+        return images, labels
 
     @staticmethod
     def training_labels(root, params):

@@ -30,6 +30,14 @@ class InMemoryBatches:
         window = order[position * self.global_batch:(position + 1) * self.global_batch]
         return window[self.rank::self.world_size]
 
+    def examples(self, n: int, device) -> dict[str, torch.Tensor]:
+        """The same n training images (no flip) at every call: the inputs of progress grids."""
+        idx = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.seed))[:n]
+        out = {"image": to_tensor(self.images[idx].numpy()).to(device), "index": idx}
+        if self.labels is not None:
+            out["attributes"] = self.labels[idx].to(device)
+        return out
+
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         idx = self.indices(step)
         x = to_tensor(self.images[idx].numpy())

@@ -87,6 +87,7 @@ class Trainer:
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
+        self.method.examples = batches.examples(8, context.device)   # fixed photos for image-to-image grids
         self.step = 0
         state = self._load_checkpoint()
         if context.distributed:
@@ -107,8 +108,17 @@ class Trainer:
         common = {k: v for k, v in asdict(self.common).items() if k not in ("max_steps", "max_minutes",
                                                                             "checkpoint_every", "sample_every",
                                                                             "log_every")}
-        return json.dumps({"method": asdict(getattr(self.params.train, self.name)), "common": common},
-                          sort_keys=True)
+        method = {k: v for k, v in asdict(self.method_params).items() if k != "max_minutes"}
+        return json.dumps({"method": method, "common": common}, sort_keys=True)
+
+    @property
+    def method_params(self):
+        return getattr(self.params.train, self.name)
+
+    @property
+    def max_minutes(self) -> float:
+        """train.<method>.max_minutes where set, else train.common.max_minutes."""
+        return self.method_params.max_minutes or self.common.max_minutes
 
     def _load_checkpoint(self) -> dict | None:
         path = self.out_dir / CHECKPOINT
@@ -138,7 +148,7 @@ class Trainer:
         if not self.ctx.writer:
             return
         torch.save(strip_ddp(self.method.state_dict()), self.out_dir / MODEL)
-        meta = {"method": self.name, "params": asdict(getattr(self.params.train, self.name)),
+        meta = {"method": self.name, "params": asdict(self.method_params),
                 "common": asdict(self.common), "size": self.batches.images.shape[1], **summary}
         (self.out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -179,11 +189,12 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
             grid = self.method.sample_grid(torch.Generator().manual_seed(self.common.seed)).float()
-        save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png", nrow=8)
+        save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png",
+                   nrow=getattr(self.method, "grid_columns", 8))
 
     # ---------------------------------------------------------------- the loop
     def _should_stop(self, started: float) -> bool:
-        stop = torch.tensor(float(time.monotonic() - started > self.common.max_minutes * 60))
+        stop = torch.tensor(float(time.monotonic() - started > self.max_minutes * 60))
         if self.ctx.distributed:
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(stop.item())
