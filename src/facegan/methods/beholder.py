@@ -288,25 +288,18 @@ class BeholderGAN(GANMethod):
 
     def evaluate_beautification(self, root, judge, generator, report_dir) -> dict:
         from facegan.data.datasets import load_images, set_folder, to_tensor
-        from facegan.metrics.identity import gallery_path, identity_preservation
+        from facegan.metrics.identity import faces_with_a_second_photo, identity_preservation
 
         p = self.params
-        with np.load(gallery_path(root, "celeba", "test"), allow_pickle=False) as f:
-            gallery = {key: f[key] for key in f.files}
         images, frame = load_images(set_folder(root, "celeba"), ["test"])
-        position = {path: i for i, path in enumerate(gallery["path"])}
+        chosen, source, gallery = faces_with_a_second_photo(root, list(frame["path"]), p.eval_beautify)
         identities = gallery["identity"].astype(str)
-        # faces whose identity has another photo, so (output, other photo) pairs exist
-        eligible = [i for i, path in enumerate(frame["path"])
-                    if (identities == identities[position[path]]).sum() > 1]
-        chosen = np.random.default_rng(0).choice(eligible, size=min(p.eval_beautify, len(eligible)), replace=False)
         photos = to_tensor(images[chosen])
         with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
             recovered = self.invert(photos, judge.facenet, generator)
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
         beautified = self.regenerate(recovered["z"], recovered["beta"], p.eval_delta).float().cpu()
         beauty_photo, beauty_recon, beauty_new = (judge.beauty(x) for x in (photos, reconstruction, beautified))
-        source = np.array([position[frame["path"][i]] for i in chosen])
         keep = identity_preservation(judge.dlib(beautified), source, gallery["dlib"], identities)
         recon = identity_preservation(judge.dlib(reconstruction), source, gallery["dlib"], identities)
         mse = (reconstruction - photos).pow(2).flatten(1).mean(1)

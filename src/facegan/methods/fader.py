@@ -251,14 +251,14 @@ class FaderNetwork(Method):
         identity of swapped faces beside the untransformed ceiling; FID/KID of
         swapped faces vs the real test faces; the latent discriminator's accuracy
         on test latents beside the majority rate; slider strips and the training curve."""
-        from facegan.data.datasets import celeba_attributes, to_uint8
+        from facegan.data.datasets import celeba_attributes, to_tensor, to_uint8
         from facegan.metrics import attributes as judge_module
         from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
         from facegan.reports import save_labelled_grid
 
         p = self.params
         images, labels, frame = celeba_attributes(root, self.attributes, "test")
-        photos, y = to_tensor_batches(images), torch.from_numpy(labels).float()
+        photos, y = to_tensor(images), torch.from_numpy(labels).float()
         chunks = range(0, len(photos), params.batch_size)
         latents = torch.cat([self.encode(photos[i:i + params.batch_size]) for i in chunks])
 
@@ -330,17 +330,14 @@ class FaderNetwork(Method):
     def evaluate_identity(self, root, frame, photos, reconstruction, swaps, limit: int) -> dict:
         """dlib verification of (output, another photo of the person) vs (output, a stranger)."""
         from facegan.config import load_params
-        from facegan.metrics.identity import dlib_descriptors, gallery_path, identity_preservation
         from facegan.data.datasets import to_uint8
+        from facegan.metrics.identity import dlib_descriptors, faces_with_a_second_photo, identity_preservation
 
         align = load_params().align
-        with np.load(gallery_path(root, "celeba", "test"), allow_pickle=False) as f:
-            gallery = {key: f[key] for key in f.files}
-        position = {path: i for i, path in enumerate(gallery["path"])}
+        chosen, source, gallery = faces_with_a_second_photo(root, list(frame["path"]), limit)
+        order = np.argsort(chosen)
+        chosen, source = chosen[order], source[order]
         identities = gallery["identity"].astype(str)
-        eligible = [i for i, path in enumerate(frame["path"]) if (identities == identities[position[path]]).sum() > 1]
-        chosen = np.sort(np.random.default_rng(0).choice(eligible, size=min(limit, len(eligible)), replace=False))
-        source = np.array([position[frame["path"][i]] for i in chosen])
 
         def kept(outputs):
             descriptors = dlib_descriptors(to_uint8(outputs[chosen]), align.eye_distance, align.eye_y)
@@ -358,12 +355,6 @@ class FaderNetwork(Method):
             result[f"identity_acc_swap_{name}_at_fixed"] = swapped["identity_acc_at_fixed"]
         result["identity_acc"] = float(np.mean([result[f"identity_acc_swap_{n}"] for n in swaps]))
         return result
-
-
-def to_tensor_batches(images: np.ndarray, chunk: int = 1024) -> torch.Tensor:
-    from facegan.data.datasets import to_tensor
-
-    return torch.cat([to_tensor(images[i:i + chunk]) for i in range(0, len(images), chunk)])
 
 
 def reconstruction_error(outputs: torch.Tensor, photos: torch.Tensor) -> dict:

@@ -158,6 +158,19 @@ def identity_preservation(outputs: np.ndarray, source_index: np.ndarray, gallery
     return result
 
 
+def faces_with_a_second_photo(root: Path, paths, limit: int, seed: int = 0):
+    """Up to `limit` of `paths` (test-split faces) whose person has another photo in the
+    identity gallery, drawn with default_rng(seed) - the faces whose transformed outputs
+    can be verified. Returns (chosen indices into paths, their gallery rows, the gallery)."""
+    with np.load(gallery_path(root, "celeba", "test"), allow_pickle=False) as f:
+        gallery = {key: f[key] for key in f.files}
+    position = {path: i for i, path in enumerate(gallery["path"])}
+    identities = gallery["identity"].astype(str)
+    eligible = [i for i, path in enumerate(paths) if (identities == identities[position[path]]).sum() > 1]
+    chosen = np.random.default_rng(seed).choice(eligible, size=min(limit, len(eligible)), replace=False)
+    return chosen, np.array([position[paths[i]] for i in chosen]), gallery
+
+
 def gallery_path(root: Path, name: str, split: str) -> Path:
     return Path(root) / "data" / "identity" / f"{name}_{split}.npz"
 
