@@ -11,7 +11,7 @@ from facegan.config import load_params
 from facegan.methods import method_class
 from facegan.paths import project_root
 from facegan.stage import run_stage
-from facegan.train.data import InMemoryBatches
+from facegan.train.data import make_batches
 from facegan.train.loop import Trainer, start_context
 
 
@@ -20,10 +20,12 @@ def body(name):
         root = project_root()
         common = params.train.common
         context = start_context(common.device)
-        images, labels = method_class(name).training_data(root, getattr(params.train, name))
-        batches = InMemoryBatches(images, labels, common.batch_size, common.seed, context.rank, context.world_size)
+        own = getattr(params.train, name)
+        data = method_class(name).training_data(root, own)
+        batches = make_batches(data, own.batch_size or common.batch_size, common.seed, context.rank,
+                               context.world_size)
         trainer = Trainer(name, params, batches, root / "models" / name, root / "reports" / "train" / name,
-                          context, size=images.shape[1], run=run if context.writer else None)
+                          context, size=data[0].shape[1], run=run if context.writer else None, root=root)
         return trainer.fit()
     return train
 

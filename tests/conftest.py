@@ -51,6 +51,17 @@ def facenet():
     return FaceNet(net)
 
 
+@pytest.fixture(scope="session")
+def pretrained_root(tmp_path_factory, facenet) -> Path:
+    """A project folder holding models/pretrained/facenet.pt, for methods with fixed networks."""
+    import torch
+
+    root = tmp_path_factory.mktemp("pretrained")
+    (root / "models" / "pretrained").mkdir(parents=True)
+    torch.save(facenet.net.state_dict(), root / "models" / "pretrained" / "facenet.pt")
+    return root
+
+
 @pytest.fixture
 def no_face_photo(tmp_path) -> Path:
     """A smooth gradient: an image, but no face."""

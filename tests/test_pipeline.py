@@ -26,6 +26,8 @@ TINY = {
     "train.beholder.eval_levels": 3, "train.beholder.eval_strips": 4, "train.beholder.eval_beautify": 4,
     "train.fader.width": 4, "train.fader.max_width": 16, "train.fader.lambda_warmup": 1,
     "train.fader.lambda_steps": 1, "train.fader.eval_identity": 8,
+    "train.dtn.g_width": 4, "train.dtn.d_width": 4, "train.dtn.batch_size": 4, "train.dtn.tid_warmup": 1,
+    "train.dtn.eval_retrieval": 8, "train.dtn.eval_retrieval_sets": 2, "train.dtn.eval_identity": 8,
 }
 
 
@@ -99,13 +101,21 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     curve = pd.read_csv(repo / "reports/train/fader/losses.csv")
     assert list(curve["lambda_e"]) == [0, 0, 0.05] and curve["lat_dis_acc"].between(0, 1).all()
 
+    dtn = metrics["dtn"]
+    assert {"f_constancy", "f_constancy_random_pairs", "retrieval_rank1", "retrieval_chance", "l_tid_test",
+            "fid", "kid", "identity_acc", "identity_ceiling"} <= set(dtn) and dtn["retrieval_chance"] == 1 / 8 and dtn["target"] == "avatars"
+    assert all((repo / "reports/eval/dtn" / name).exists() for name in ("faces_to_avatars.png",
+                                                                       "target_identity.png"))
+    curve = pd.read_csv(repo / "reports/train/dtn/losses.csv")   # step 1: warm-up (g on L_TID), then the game
+    assert curve["loss_const"].isna().tolist() == [True, False, False] and curve["loss_tid"].notna().all()
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
                                           "convert_facenet", "identity_gallery", "attr_classifier",
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
-                                          "evaluate@fader"))
+                                          "evaluate@fader", "train@dtn", "evaluate@dtn"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -13,12 +13,14 @@ import torch
 
 from facegan.config import Params, build
 from facegan.methods import REGISTRY, build_method, method_class
-from facegan.train.data import InMemoryBatches
+from facegan.train.data import InMemoryBatches, make_batches
 from facegan.train.loop import Context, Trainer, load_trained, step_generator
 
 TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5},
-                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2, "eval_identity": 4}}
+                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2, "eval_identity": 4},
+                "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "eval_retrieval": 4,
+                        "eval_retrieval_sets": 2, "eval_identity": 4}}
 
 
 def tiny_params(tmp_steps: int = 4, **common) -> Params:
@@ -29,9 +31,16 @@ def tiny_params(tmp_steps: int = 4, **common) -> Params:
 
 
 def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
-    """Random faces and each method's kind of condition: binary attributes, or K raters' 1-7 scores."""
+    """Random faces and each method's kind of condition: binary attributes, K raters' 1-7 scores,
+    or (dtn) f-embeddings of faces plus a target domain of images with theirs."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    if method == "dtn":
+        def unit(m):
+            x = rng.normal(size=(m, 512)).astype(np.float32)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+        targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
+        return images, unit(n), {"target": (targets, unit(n // 2))}
     if method == "beholder":
         return images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32)
     if method == "fader":
@@ -40,17 +49,17 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, fader"):
+    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader"):
         method_class("stargan")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_one_training_step(name):
+def test_one_training_step(name, pretrained_root):
     params = tiny_params()
     method = build_method(name, params)
+    method.setup(pretrained_root, "cpu")
     method.optimizers = method.configure_optimizers()
-    images, labels = tiny_data(method=name)
-    batches = InMemoryBatches(images, labels, 8, 0)
+    batches = make_batches(tiny_data(method=name), 8, 0)
     method.prepare(batches.labels)
     method.examples = batches.examples(8, "cpu")
     batch = batches.batch(0, "cpu")
@@ -66,11 +75,11 @@ def test_one_training_step(name):
     assert grid.shape[1:] == (3, 64, 64) and grid.abs().max() <= 1
 
 
-def train(tmp: Path, steps: int, method: str = "cgan", **common) -> Trainer:
-    images, labels = tiny_data(method=method)
+def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, **common) -> Trainer:
+    """A tiny run; `root` holds models/pretrained/ for methods with fixed networks (dtn)."""
     params = tiny_params(steps, **common)
-    trainer = Trainer(method, params, InMemoryBatches(images, labels, 8, 0), tmp / "models", tmp / "reports",
-                      Context())
+    trainer = Trainer(method, params, make_batches(tiny_data(method=method), 8, 0), tmp / "models",
+                      tmp / "reports", Context(), root=root)
     trainer.fit()
     return trainer
 
@@ -128,7 +137,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, {tests!r})
 from test_training import tiny_data, tiny_params
-from facegan.train.data import InMemoryBatches
+from facegan.train.data import InMemoryBatches, make_batches
 from facegan.train.loop import Trainer, start_context
 out = Path(sys.argv[1])
 context = start_context("cpu")

@@ -8,8 +8,9 @@ facegan beautify photo.jpg [more | folder] --delta 1.0 --out out.png
                                                              Beholder-GAN beautification
 facegan edit photo.jpg [more | folder] --attr Male=0.2 Young=1 --out out.png
                                                              Fader Networks: slide attributes of a photo
+facegan emojify photo.jpg [more | folder] --out avatar.png   DTN: the face as a cartoon avatar
 facegan info                                                 what the pipeline has produced so far
-More method subcommands (emojify, frontalize, transfer) join as their methods land.
+More method subcommands (frontalize, transfer) join as their methods land.
 """
 from __future__ import annotations
 
@@ -219,6 +220,35 @@ def cmd_edit(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_emojify(args) -> int:
+    """DTN: G(x) = g(f(x)) for each aligned face."""
+    import numpy as np
+    import torch
+
+    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.methods.dtn import autocast_like_training, cosine
+
+    method = trained("dtn")
+    paths = expand_inputs(args.photos)
+    target_of = output_targets(paths, args.out, "avatar")
+    faces, failures = aligned_faces(paths, method.image_size, align_params())
+    for start in range(0, len(faces), args.batch):
+        chunk = faces[start:start + args.batch]
+        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+        with autocast_like_training("cpu"):
+            f_s = method.embed(photos)
+            avatars = method.g(f_s).float()
+            kept = cosine(f_s.numpy(), method.embed(avatars).numpy())
+        for k, (path, _) in enumerate(chunk):
+            target = target_of(path)
+            save_rgb(to_uint8(avatars[k:k + 1])[0], target)
+            pair = torch.cat([photos[k], avatars[k]], 2)
+            save_rgb(to_uint8(pair[None])[0], target.with_name(target.stem + "_compare.png"))
+            print(f"{target}: {method.params.target} avatar; f-constancy cos(f(photo), f(avatar)) = {kept[k]:.3f} "
+                  f"({target.stem}_compare.png: photo | avatar)")
+    return 1 if failures else 0
+
+
 def cmd_generate(args) -> int:
     import torch
     from torchvision.utils import save_image
@@ -299,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also write <out>_strip_NAME.png: that attribute slid from 0 to 1")
     edit.add_argument("--batch", type=int, default=64, help="photos edited together")
     edit.set_defaults(func=cmd_edit)
+    emojify = sub.add_parser("emojify", help="DTN: turn faces in photos into cartoon avatars that keep identity",
+                             description="Detect and align each face, take its FaceNet embedding f(x), draw "
+                                         "g(f(x)) in the target domain the model was trained on.")
+    emojify.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    emojify.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
+    emojify.add_argument("--batch", type=int, default=32, help="photos converted together")
+    emojify.set_defaults(func=cmd_emojify)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)
     return parser

@@ -228,6 +228,7 @@ class TrainCommonParams:
 class MethodParams:
     """What every train.<method> section may set besides its own keys."""
     max_minutes: float = bounded(0.0, 0.0)   # this method's budget per run; 0 = train.common.max_minutes
+    batch_size: int = bounded(0, 0, 8192)    # this method's batch per process; 0 = train.common.batch_size
 
 
 @dataclass(frozen=True)
@@ -284,11 +285,28 @@ class FaderParams(MethodParams):
 
 
 @dataclass(frozen=True)
+class DTNParams(MethodParams):
+    target: Literal["avatars", "emoji"] = "avatars"   # T: rendered avatars, or the Noto emoji faces
+    g_width: int = bounded(64, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling
+    d_width: int = bounded(32, 2, 1024)        # D: w channels at 32 x 32, doubled per halving
+    lr: float = bounded(2e-4, 1e-7, 1.0)
+    beta1: float = bounded(0.5, 0.0, 0.999)
+    alpha: float = bounded(100.0, 0.0)         # L_CONST weight (the paper: 100)
+    beta: float = bounded(1.0, 0.0)            # L_TID weight (1)
+    gamma: float = bounded(0.05, 0.0)          # L_TV weight (0.05)
+    tid_warmup: int = bounded(300, 0, 10_000_000)  # first steps: g on beta L_TID + gamma L_TV only, no D, no f pass
+    eval_retrieval: int = bounded(100, 2, 100_000)      # N test faces of different people per retrieval
+    eval_retrieval_sets: int = bounded(10, 1, 1000)     # random draws of the N, averaged
+    eval_identity: int = bounded(200, 2, 100_000)       # test faces whose G(s) dlib verifies (a recognizer g never saw)
+
+
+@dataclass(frozen=True)
 class TrainParams:
     common: TrainCommonParams = field(default_factory=TrainCommonParams)
     cgan: CGANParams = field(default_factory=CGANParams)
     beholder: BeholderParams = field(default_factory=BeholderParams)
     fader: FaderParams = field(default_factory=FaderParams)
+    dtn: DTNParams = field(default_factory=DTNParams)
 
 
 @dataclass(frozen=True)

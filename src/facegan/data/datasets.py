@@ -11,11 +11,11 @@ from facegan.data.images import load_rgb
 from facegan.data.manifest import read_manifest
 
 # Where each image set lives below the project root.
-SET_FOLDERS = {"avatars": "data/avatars"}
+SET_FOLDERS = {"avatars": "data/avatars", "emoji": "data/raw/emoji"}
 
 
 def set_folder(root: Path, name: str) -> Path:
-    """data/aligned/<name>, or the folder of a set that is made, not aligned (avatars)."""
+    """data/aligned/<name>, or the folder of a set that is made or drawn, not aligned (avatars, emoji)."""
     return root / SET_FOLDERS.get(name, f"data/aligned/{name}")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 from facegan.methods.base import Method
 from facegan.methods.beholder import BeholderGAN
 from facegan.methods.cgan import CGAN
+from facegan.methods.dtn import DomainTransferNetwork
 from facegan.methods.fader import FaderNetwork
 
-REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN, BeholderGAN, FaderNetwork)}
+REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN, BeholderGAN, FaderNetwork, DomainTransferNetwork)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -41,6 +42,10 @@ class Method(nn.Module, ABC):
 
     def after_step(self, step: int) -> None:
         """Hook for EMA updates and schedules."""
+
+    def setup(self, root: Path, device) -> None:
+        """Attach the fixed pretrained networks the method uses but never trains or saves
+        (FaceNet as DTN's f), read from the project at `root`."""
 
     def prepare(self, labels: torch.Tensor | None) -> None:
         """Called once with the whole training label set before training starts (or

@@ -329,22 +329,11 @@ class FaderNetwork(Method):
 
     def evaluate_identity(self, root, frame, photos, reconstruction, swaps, limit: int) -> dict:
         """dlib verification of (output, another photo of the person) vs (output, a stranger)."""
-        from facegan.config import load_params
-        from facegan.data.datasets import to_uint8
-        from facegan.metrics.identity import dlib_descriptors, faces_with_a_second_photo, identity_preservation
+        from facegan.metrics.identity import identity_checker
 
-        align = load_params().align
-        chosen, source, gallery = faces_with_a_second_photo(root, list(frame["path"]), limit)
-        order = np.argsort(chosen)
-        chosen, source = chosen[order], source[order]
-        identities = gallery["identity"].astype(str)
-
-        def kept(outputs):
-            descriptors = dlib_descriptors(to_uint8(outputs[chosen]), align.eye_distance, align.eye_y)
-            return identity_preservation(descriptors, source, gallery["dlib"], identities)
-
+        faces, kept = identity_checker(root, frame["path"], limit)
         recon = kept(reconstruction)
-        result = {"identity_faces": len(chosen), "identity_ceiling": recon["identity_ceiling"],
+        result = {"identity_faces": faces, "identity_ceiling": recon["identity_ceiling"],
                   "identity_ceiling_at_fixed": recon["identity_ceiling_at_fixed"],
                   "identity_acc_reconstruction": recon["identity_acc"],
                   "identity_acc_reconstruction_at_fixed": recon["identity_acc_at_fixed"],

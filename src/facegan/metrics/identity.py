@@ -171,6 +171,26 @@ def faces_with_a_second_photo(root: Path, paths, limit: int, seed: int = 0):
     return chosen, np.array([position[paths[i]] for i in chosen]), gallery
 
 
+def identity_checker(root: Path, paths, limit: int, seed: int = 0):
+    """For outputs made from the test faces at `paths`: pick up to `limit` verifiable faces
+    (faces_with_a_second_photo) and return (how many, check), where check(outputs), outputs
+    (len(paths), 3, H, W) in [-1, 1], gives identity_preservation() of their dlib descriptors."""
+    from facegan.config import load_params
+    from facegan.data.datasets import to_uint8
+
+    align = load_params().align
+    chosen, source, gallery = faces_with_a_second_photo(root, list(paths), limit, seed)
+    order = np.argsort(chosen)
+    chosen, source = chosen[order], source[order]
+    identities = gallery["identity"].astype(str)
+
+    def check(outputs) -> dict:
+        descriptors = dlib_descriptors(to_uint8(outputs[chosen]), align.eye_distance, align.eye_y)
+        return identity_preservation(descriptors, source, gallery["dlib"], identities, seed)
+
+    return len(chosen), check
+
+
 def gallery_path(root: Path, name: str, split: str) -> Path:
     return Path(root) / "data" / "identity" / f"{name}_{split}.npz"
 

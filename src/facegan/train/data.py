@@ -13,6 +13,8 @@ from facegan.data.datasets import to_tensor
 
 
 class InMemoryBatches:
+    """One image set (and its per-image labels) served as seeded batches."""
+
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, flip: bool = True):
         if len(images) < batch_size * world_size:
@@ -48,3 +50,37 @@ class InMemoryBatches:
         if self.labels is not None:
             out["attributes"] = self.labels[idx].to(device)
         return out
+
+
+class JointBatches:
+    """A method's main set plus auxiliary sets (a second domain, references), each
+    batched independently with its own seed; an auxiliary set's keys come prefixed
+    with its name ("target_image", "target_attributes", "target_index")."""
+
+    def __init__(self, main: InMemoryBatches, aux: dict[str, InMemoryBatches]):
+        self.main, self.aux = main, aux
+        self.images, self.labels = main.images, main.labels
+
+    def _merge(self, get) -> dict[str, torch.Tensor]:
+        out = get(self.main)
+        for name, batches in self.aux.items():
+            out.update({f"{name}_{key}": value for key, value in get(batches).items()})
+        return out
+
+    def batch(self, step: int, device) -> dict[str, torch.Tensor]:
+        return self._merge(lambda b: b.batch(step, device))
+
+    def examples(self, n: int, device) -> dict[str, torch.Tensor]:
+        return self._merge(lambda b: b.examples(n, device))
+
+
+def make_batches(data: tuple, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    """Batches for what a method's `training_data` returns: (images, labels), or
+    (images, labels, {name: (images, labels)}) with auxiliary sets."""
+    images, labels, *rest = data
+    main = InMemoryBatches(images, labels, batch_size, seed, rank, world_size)
+    if not rest or not rest[0]:
+        return main
+    aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size)
+           for k, (name, (a_images, a_labels)) in enumerate(sorted(rest[0].items()))}
+    return JointBatches(main, aux)

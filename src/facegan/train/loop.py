@@ -77,13 +77,15 @@ def strip_ddp(state: dict) -> dict:
 
 class Trainer:
     def __init__(self, name: str, params, batches, out_dir: Path, report_dir: Path, context: Context,
-                 size: int = 64, run=None):
+                 size: int = 64, run=None, root: Path | None = None):
         self.name, self.params, self.common = name, params, params.train.common
         self.batches, self.out_dir, self.report_dir, self.ctx, self.run = batches, out_dir, report_dir, context, run
         self.autocast = self.common.bf16 and bf16_supported(context.device)
         self.channels_last = self.common.channels_last
         torch.manual_seed(self.common.seed)  # initial weights
         self.method: Method = build_method(name, params, size).to(context.device)
+        if root is not None:
+            self.method.setup(Path(root), context.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
@@ -108,8 +110,14 @@ class Trainer:
         common = {k: v for k, v in asdict(self.common).items() if k not in ("max_steps", "max_minutes",
                                                                             "checkpoint_every", "sample_every",
                                                                             "log_every")}
-        method = {k: v for k, v in asdict(self.method_params).items() if k != "max_minutes"}
+        method = {k: v for k, v in asdict(self.method_params).items() if k not in ("max_minutes", "batch_size")}
+        common["batch_size"] = self.batch_size   # the one in effect, wherever it was set
         return json.dumps({"method": method, "common": common}, sort_keys=True)
+
+    @property
+    def batch_size(self) -> int:
+        """train.<method>.batch_size where set, else train.common.batch_size."""
+        return self.method_params.batch_size or self.common.batch_size
 
     @property
     def method_params(self):
@@ -250,4 +258,6 @@ def load_trained(name: str, root: Path, device: str = "cpu") -> Method:
     method = build_method(name, params, meta["size"])
     method.load_state_dict(torch.load(folder / MODEL, map_location=device, weights_only=True))
     method.image_size = int(meta["size"])   # the side of the aligned crops it was trained on
-    return method.to(device).eval()
+    method = method.to(device).eval()
+    method.setup(Path(root), device)
+    return method

@@ -1,0 +1,361 @@
+"""Domain Transfer Network (Taigman, Polyak & Wolf 2017, arXiv 1611.02200): face photo -> avatar.
+
+G = g o f with f FIXED: f is the converted FaceNet (the paper: DeepFace's 256-d
+layer), here its 512-d unit embedding of the 64 x 64 crop; g maps it to a
+64 x 64 image. Unpaired S (aligned CelebA faces) and T (rendered avatars, or
+the Noto emoji faces with `target: emoji`).
+
+Networks (the paper's Section 5, face -> emoji):
+- g: 5 blocks, each an upscaling (transposed) convolution + BatchNorm + ReLU,
+  the first four followed by a 1 x 1 convolution + BN + ReLU ("adding 1 x 1
+  convolution to each block ... made g 9-layers deep"): 1 x 1 -> 4 -> 8 -> 16
+  -> 32 -> 64, tanh out.
+- D: blocks of convolution stride 2 + BatchNorm + LeakyReLU 0.2 (the paper:
+  6 blocks on 152 x 152; here 4 on 64 x 64), then a 4 x 4 convolution to 3
+  logits: D1 = "G(s)", D2 = "G(t)", D3 = "a real t" (the ternary D).
+
+Losses (each a mean over the batch):
+    L_D     = -E_s log D1(g(f(s))) - E_t log D2(g(f(t))) - E_t log D3(t)
+    L_GANG  = -E_s log D3(g(f(s))) - E_t log D3(g(f(t)))
+    L_CONST = d(f(s), f(g(f(s))))              (f-constancy: the identity survives)
+    L_TID   = d2(t, g(f(t)))                   (G is the identity on T)
+    L_TV    = mean over pixels of sqrt(dx^2 + dy^2)   (anisotropic TV, B = 1, on G(s) and G(t))
+    L_G     = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV,  alpha = 100, beta = 1, gamma = 0.05
+d is the squared Euclidean distance of f's unit embeddings (= 2 - 2 cos), d2 the
+pixel MSE on [-1, 1]. The paper says "MSE" for d on DeepFace's 256-d layer,
+whose scale is not ours: the per-dimension mean of 512 unit-vector
+coordinates is 512 times smaller, and with alpha = 100 g then ignored f
+(f-constancy at the random-pair floor, rank-1 retrieval at chance). The sum
+keeps alpha = 100 meaningful; the sweep is in the issue 7 note.
+One D step per g step, Adam(lr, (beta1, 0.999)); g(f(s)) and g(f(t)) go through
+g in one batch (see generate_both), D sees G(s), G(t) and t in one batch.
+
+Warm-up (`tid_warmup` steps, our addition): g alone learns beta L_TID + gamma
+L_TV, f(t) -> t, with no D and no f pass (0.2 s a step instead of 1 s); the game
+then starts with a fresh Adam for g. In a minutes-long CPU budget this gives
+g a decoder of f's space before D and L_CONST pull on it.
+
+f(s) and f(t) of the training images are computed once (bf16 where the CPU has
+it, as the loop's autocast computes f(G(s))): f is fixed, so they never change,
+and it saves a FaceNet pass per step; f(G(s)) is computed, and differentiated
+through, at every step.
+
+Departures: FaceNet (512-d, unit norm) for DeepFace (256-d); 64 x 64 for D's
+152 x 152 input, so 4 D blocks; the warm-up; rendered avatars (python-avatars)
+for the paper's artist-drawn emoji set. What a 6-minute CPU run reaches (about
+300 warm-up and 300 game steps, against the paper's GPU-days): f-constancy and
+retrieval far above their floors, but G(s) is a noisy texture that FaceNet
+reads as the person, not a clean avatar; the paper itself reports noise at
+high alpha.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegan.methods.base import Method, unwrap
+
+FROM_S, FROM_T, REAL_T = 0, 1, 2   # D's classes
+EMBEDDING_DIM = 512                 # f: FaceNet's unit embedding
+
+
+class EmbeddingGenerator(nn.Module):
+    """g: an f-embedding (N, E) -> (N, 3, size, size) in [-1, 1]."""
+
+    def __init__(self, embed_dim: int, width: int, size: int = 64):
+        super().__init__()
+        doublings = int(round(np.log2(size / 4)))
+        channels = [width * 2 ** (doublings - 1 - i) for i in range(doublings)]   # 8w .. w at 4 .. size/2
+
+        def block(upscale: nn.Module, cout: int) -> list[nn.Module]:
+            return [upscale, nn.BatchNorm2d(cout), nn.ReLU(),
+                    nn.Conv2d(cout, cout, 1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        layers = block(nn.ConvTranspose2d(embed_dim, channels[0], 4, 1, 0), channels[0])
+        for cin, cout in zip(channels, channels[1:]):
+            layers += block(nn.ConvTranspose2d(cin, cout, 4, 2, 1), cout)
+        layers += [nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.net(embedding[:, :, None, None])
+
+
+class TernaryDiscriminator(nn.Module):
+    """D(x) -> (N, 3) logits over {G(s), G(t), real t}."""
+
+    def __init__(self, width: int, size: int = 64):
+        super().__init__()
+        blocks = int(round(np.log2(size / 4)))
+        layers, cin = [], 3
+        for i in range(blocks):
+            cout = width * 2 ** i
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(nn.Conv2d(cin, 3, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+def total_variation(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Anisotropic TV with B = 1: mean over pixels of sqrt((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)."""
+    dx = images[:, :, :-1, 1:] - images[:, :, :-1, :-1]
+    dy = images[:, :, 1:, :-1] - images[:, :, :-1, :-1]
+    return (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt().mean()
+
+
+def classes(n: int, label: int, device) -> torch.Tensor:
+    return torch.full((n,), label, dtype=torch.long, device=device)
+
+
+class DomainTransferNetwork(Method):
+    name = "dtn"
+
+    def __init__(self, params, common, size: int = 64):
+        super().__init__(params, common)
+        self.g = EmbeddingGenerator(EMBEDDING_DIM, params.g_width, size)
+        self.D = TernaryDiscriminator(params.d_width, size)
+        self.f = None   # FaceNet, attached by setup(); fixed, never saved with the method
+        self.examples: dict | None = None
+
+    def setup(self, root: Path, device) -> None:
+        self.attach_f(load_fixed_f(root, device))
+
+    def attach_f(self, facenet) -> None:
+        """f: frozen, in eval mode, outside the module tree (not in state_dict, not moved by .to())."""
+        facenet = facenet.eval().requires_grad_(False)
+        if self.common.channels_last:
+            facenet = facenet.to(memory_format=torch.channels_last)
+        object.__setattr__(self, "f", facenet)
+
+    def trainable(self):
+        return {"g": self.g, "D": self.D}
+
+    def configure_optimizers(self):
+        p = self.params
+        return {"g": torch.optim.Adam(unwrap(self.g).parameters(), p.lr, betas=(p.beta1, 0.999), fused=True),
+                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr, betas=(p.beta1, 0.999), fused=True)}
+
+    def train_step(self, batch, step, generator):
+        if self.f is None:
+            raise RuntimeError("dtn needs f: call setup(root) (the training loop does)")
+        p, opt = self.params, self.optimizers
+        f_s, f_t, t = batch["attributes"], batch["target_attributes"], batch["target_image"]
+        n_s, n_t, device = len(f_s), len(f_t), t.device
+        if step < p.tid_warmup:
+            return self.warmup_step(f_s, f_t, t)
+        if step == p.tid_warmup > 0:
+            # a fresh Adam for the game: moments sized to the small L_TID gradients would turn the
+            # first, far larger L_GANG / L_CONST gradients into steps ~15x lr that wreck the warm g
+            opt["g"].state.clear()
+
+        # ---------------- 1. ternary D: G(s) -> 1, G(t) -> 2, t -> 3, in ONE batch (shared BatchNorm
+        # statistics: with three separate batches D could tell them apart by their statistics alone)
+        labels = torch.cat([classes(n_s, FROM_S, device), classes(n_t, FROM_T, device), classes(n_t, REAL_T, device)])
+        with torch.no_grad():
+            fake_s, fake_t = self.generate_both(f_s, f_t)
+        loss_d = 3 * F.cross_entropy(self.D(torch.cat([fake_s, fake_t, t])).float(), labels)
+        opt["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt["D"].step()
+
+        # ---------------- 2. g: look like a real t to D, keep f, be the identity on T, be smooth
+        fake_s, fake_t = self.generate_both(f_s, f_t)
+        logits = self.D(torch.cat([fake_s, fake_t, t])).float()[:n_s + n_t]
+        loss_gang = 2 * F.cross_entropy(logits, classes(n_s + n_t, REAL_T, device))
+        loss_const = (self.f(fake_s).float() - f_s.float()).pow(2).sum(1).mean()   # squared distance
+        loss_tid = F.mse_loss(fake_t.float(), t.float())
+        loss_tv = total_variation(fake_s) + total_variation(fake_t)
+        loss_g = loss_gang + p.alpha * loss_const + p.beta * loss_tid + p.gamma * loss_tv
+        opt["g"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt["g"].step()
+        return {"loss_d": loss_d.item(), "loss_gang": loss_gang.item(), "loss_const": loss_const.item(),
+                "loss_tid": loss_tid.item(), "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+
+    def generate_both(self, f_s, f_t):
+        """g(f(s)) and g(f(t)) in ONE batch: g's BatchNorm then learns the statistics of the mixture it
+        sees at test time. Separate batches normalise S and T each by their own statistics, which hides
+        the gap between the two clusters of embeddings in training but not in eval mode, where every
+        G(s) then comes out the same."""
+        fakes = self.g(torch.cat([f_s, f_t]))
+        return fakes[:len(f_s)], fakes[len(f_s):]
+
+    def warmup_step(self, f_s, f_t, t):
+        """g alone on beta L_TID + gamma L_TV(G(t)): g learns to draw T from f(T) before the game starts
+        (f(s) goes through g too, for the BatchNorm statistics, but carries no loss yet)."""
+        p, opt = self.params, self.optimizers
+        _, fake_t = self.generate_both(f_s, f_t)
+        loss_tid = F.mse_loss(fake_t.float(), t.float())
+        loss_tv = total_variation(fake_t)
+        loss_g = p.beta * loss_tid + p.gamma * loss_tv
+        opt["g"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt["g"].step()
+        nan = float("nan")
+        return {"loss_d": nan, "loss_gang": nan, "loss_const": nan,
+                "loss_tid": loss_tid.item(), "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+
+    # ---------------------------------------------------------------- use
+    def _device(self):
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def embed(self, photos: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """f(photos): (N, 3, H, W) in [-1, 1] -> (N, E)."""
+        device = self._device()
+        return torch.cat([self.f(photos[i:i + batch].to(device)).float() for i in range(0, len(photos), batch)])
+
+    @torch.no_grad()
+    def transfer(self, photos: torch.Tensor) -> torch.Tensor:
+        """G(x) = g(f(x))."""
+        return self.g.eval()(self.embed(photos))
+
+    def sample_grid(self, generator):
+        """Rows of 8: training faces, their G(s); avatars, their G(t)."""
+        if self.examples is None:
+            raise RuntimeError("dtn.sample_grid needs example images (set by the training loop)")
+        g = self.g.eval()
+        with torch.no_grad():
+            rows = [self.examples["image"][:8], g(self.examples["attributes"][:8]),
+                    self.examples["target_image"][:8], g(self.examples["target_attributes"][:8])]
+        self.g.train()
+        return torch.cat([r.float().to(rows[0].device) for r in rows])
+
+    # ---------------------------------------------------------------- data and evaluation
+    @staticmethod
+    def training_data(root, params):
+        """S: aligned CelebA train faces with f(s); T (aux "target"): the target set's train images with f(t)."""
+        from facegan.data.datasets import load_images, set_folder
+
+        faces, _ = load_images(set_folder(root, "celeba"), ["train"])
+        targets, _ = load_images(set_folder(root, params.target), ["train"])
+        if targets.shape[1:] != faces.shape[1:]:
+            raise ValueError(f"{params.target} images are {targets.shape[1]} px but the faces are {faces.shape[1]}: "
+                             "set render_avatars.size equal to align.size")
+        facenet = load_fixed_f(root)
+        return faces, embed_uint8(facenet, faces), {"target": (targets, embed_uint8(facenet, targets))}
+
+    def evaluate(self, root, params, report_dir) -> dict:
+        """f-constancy, identity retrieval, L_TID on test targets, FID of G(S) vs real test targets, grids."""
+        from facegan.data.datasets import load_images, set_folder, to_tensor, to_uint8
+        from facegan.metrics.fid import (fid_kid_against, inception_features, load_reference, reference_path,
+                                         statistics)
+        from facegan.reports import save_labelled_grid
+
+        p = self.params
+        faces, frame = load_images(set_folder(root, "celeba"), ["test"])
+        targets, _ = load_images(set_folder(root, p.target), ["test"])
+        photos, real_t = to_tensor(faces), to_tensor(targets)
+        with autocast_like_training(self._device()):
+            f_s = self.embed(photos)
+            outputs = torch.cat([self.g.eval()(f_s[i:i + params.batch_size]).float()
+                                 for i in range(0, len(f_s), params.batch_size)])
+            f_gs = self.embed(outputs)
+            f_t = self.embed(real_t)
+            outputs_t = torch.cat([self.g(f_t[i:i + params.batch_size]).float()
+                                   for i in range(0, len(f_t), params.batch_size)])
+        result = {"test_faces": len(photos), "test_targets": len(real_t), "target": p.target}
+        result.update(f_constancy(f_s.cpu().numpy(), f_gs.cpu().numpy(), params.seed))
+        result.update(retrieval(f_s.cpu().numpy(), f_gs.cpu().numpy(), frame["identity"].to_numpy(str),
+                                p.eval_retrieval, p.eval_retrieval_sets, params.seed))
+        result["l_tid_test"] = float(F.mse_loss(outputs_t.cpu(), real_t).item())
+
+        # an independent recognizer: g was trained against f, so f-constancy and retrieval can be won
+        # with patterns only f reads; dlib verifies G(s) against another photo of the person
+        from facegan.metrics.identity import identity_checker
+
+        result["identity_faces"], check = identity_checker(root, frame["path"], p.eval_identity, params.seed)
+        result.update(check(outputs.cpu()))
+
+        # FID of G(S) vs the real test targets: the fid_stats reference (avatars), or, for a set
+        # fid_stats does not cover (emoji: 286 images in all), every image of the set, computed here
+        fake_features = inception_features([to_uint8(outputs[:params.n_samples])])
+        reference_file = reference_path(root, p.target, "test", outputs.shape[-1])
+        if reference_file.exists():
+            reference, result["fid_reference"] = load_reference(reference_file), f"{p.target} test split"
+        else:
+            every, _ = load_images(set_folder(root, p.target))
+            features = inception_features([every])
+            mu, sigma = statistics(features)
+            reference = {"features": features, "mu": mu, "sigma": sigma}
+            result["fid_reference"] = f"every {p.target} image ({len(every)}), no fid_stats entry"
+        result.update(fid_kid_against(reference, fake_features, params.kid_subsets))
+
+        order = np.random.default_rng(params.seed).permutation(len(photos))[:16]
+        save_labelled_grid(torch.cat([photos[order[:8]], outputs[order[:8]].cpu(), photos[order[8:]],
+                                      outputs[order[8:]].cpu()]), ["face", "G(face)", "face", "G(face)"],
+                           report_dir / "faces_to_avatars.png", per_row=8)
+        save_labelled_grid(torch.cat([real_t[:8], outputs_t[:8].cpu()]), [p.target, f"G({p.target})"],
+                           report_dir / "target_identity.png", per_row=8)
+        return result
+
+
+def load_fixed_f(root: Path, device="cpu"):
+    from facegan.pretrained.facenet import checkpoint_path, load_facenet
+
+    path = checkpoint_path(root)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro convert_facenet`")
+    return load_facenet(str(path), str(device))
+
+
+def autocast_like_training(device):
+    """bf16 autocast where the hardware has it, as the training loop computes f(G(s))."""
+    from facegan.train.loop import bf16_supported
+
+    device = str(device)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_supported(device))
+
+
+def embed_uint8(facenet, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """f of (N, H, W, 3) uint8 images -> (N, E) float32, batch by batch (bf16 as in training)."""
+    from facegan.data.datasets import to_tensor
+
+    out = []
+    with torch.no_grad(), autocast_like_training("cpu"):
+        for i in range(0, len(images), batch):
+            out.append(facenet(to_tensor(images[i:i + batch])).float().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def f_constancy(f_s: np.ndarray, f_gs: np.ndarray, seed: int) -> dict:
+    """cos(f(s), f(G(s))) for the same face, beside the floor: the same with G(s') of another face s'."""
+    others = np.random.default_rng(seed).permutation(len(f_s))
+    clash = others == np.arange(len(f_s))
+    others[clash] = (others[clash] + 1) % len(f_s)
+    return {"f_constancy": float(cosine(f_s, f_gs).mean()),
+            "f_constancy_random_pairs": float(cosine(f_s, f_gs[others]).mean()),
+            "f_cosine_real_random_pairs": float(cosine(f_s, f_s[others]).mean())}
+
+
+def retrieval(f_s: np.ndarray, f_gs: np.ndarray, identities: np.ndarray, n: int, sets: int, seed: int) -> dict:
+    """Rank-1 identification of each source among n test faces of n different people from f(G(s))
+    (cosine); averaged over `sets` random draws of the n. Chance is 1/n."""
+    rng = np.random.default_rng(seed)
+    first_of = {}
+    for index, person in enumerate(identities):
+        first_of.setdefault(person, index)
+    candidates = np.array(sorted(first_of.values()))
+    if len(candidates) < n:
+        raise ValueError(f"retrieval among {n} needs {n} different people in the test split; it has {len(candidates)}")
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+    accuracies = []
+    for _ in range(sets):
+        chosen = rng.choice(candidates, size=n, replace=False)
+        similarity = unit(f_gs[chosen]) @ unit(f_s[chosen]).T
+        accuracies.append(float((similarity.argmax(1) == np.arange(n)).mean()))
+    return {"retrieval_rank1": float(np.mean(accuracies)), "retrieval_rank1_std": float(np.std(accuracies)),
+            "retrieval_n": n, "retrieval_sets": sets, "retrieval_chance": 1.0 / n}
