@@ -33,7 +33,7 @@ def test_f_stays_frozen_and_every_loss_term_is_there(dtn):
     p = dtn.params
     assert losses["loss_g"] == pytest.approx(losses["loss_gang"] + p.alpha * losses["loss_const"]
                                              + p.beta * losses["loss_tid"] + p.gamma * losses["loss_tv"], rel=1e-4)
-    assert (p.alpha, p.beta, p.gamma) == (100, 1, 0.05)   # the paper's weights by default
+    assert (p.alpha, p.beta, p.gamma) == (100, 100, 0.05)   # the paper's alpha and gamma; beta: see dtn.py
     for key, value in dtn.f.state_dict().items():          # f: fixed, not trained ...
         assert torch.equal(value, f_before[key]), key
     assert not any(q.requires_grad for q in dtn.f.parameters())
@@ -53,7 +53,8 @@ def test_warmup_trains_g_alone_then_the_game_starts_with_a_fresh_adam(pretrained
     for step in range(2):   # warm-up: only g moves, no f pass, no D
         losses = method.train_step(batches.batch(step, "cpu"), step, step_generator(0, step, 0))
         assert np.isnan(losses["loss_const"]) and np.isnan(losses["loss_d"]) and np.isfinite(losses["loss_tid"])
-        assert losses["loss_g"] == pytest.approx(losses["loss_tid"] + 0.05 * losses["loss_tv"], rel=1e-4)
+        p = method.params
+        assert losses["loss_g"] == pytest.approx(p.beta * losses["loss_tid"] + p.gamma * losses["loss_tv"], rel=1e-4)
     assert all(torch.equal(v, d_before[k]) for k, v in method.D.state_dict().items())
     assert int(next(iter(method.optimizers["g"].state.values()))["step"]) == 2
     losses = method.train_step(batches.batch(2, "cpu"), 2, step_generator(0, 2, 0))

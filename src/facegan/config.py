@@ -292,7 +292,7 @@ class DTNParams(MethodParams):
     lr: float = bounded(2e-4, 1e-7, 1.0)
     beta1: float = bounded(0.5, 0.0, 0.999)
     alpha: float = bounded(100.0, 0.0)         # L_CONST weight (the paper: 100)
-    beta: float = bounded(1.0, 0.0)            # L_TID weight (1)
+    beta: float = bounded(100.0, 0.0)          # L_TID weight (the paper: 1; see methods/dtn.py)
     gamma: float = bounded(0.05, 0.0)          # L_TV weight (0.05)
     tid_warmup: int = bounded(300, 0, 10_000_000)  # first steps: g on beta L_TID + gamma L_TV only, no D, no f pass
     eval_retrieval: int = bounded(100, 2, 100_000)      # N test faces of different people per retrieval
