@@ -79,3 +79,31 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(DataError, match="no images under"):
         import_multipie(tmp_path, tmp_path / "out", SourceParams(folder="x"), 0)
+
+
+def test_stage_on_two_people(mirror, tmp_path):
+    """Landmarks by rule: the detector's up to trusted_yaw, the yaw model beyond; pairs; counts."""
+    import json
+
+    import numpy as np
+
+    from facegan.config import Params, build
+    from facegan.data.manifest import read_manifest
+    from facegan.data.multipie import run_multipie
+
+    params = build(Params, {"multipie": {"max_images": 156, "split": {"train": 0.5, "val": 0.0, "test": 0.5}}})
+    summary = run_multipie(params, mirror, tmp_path)
+    frame = read_manifest(tmp_path / "data" / "multipie")
+    assert summary["images"] == len(frame) == 156 and summary["people"] == {"train": 1, "val": 0, "test": 1}
+    assert summary["pairs"] == 156 and summary["unpaired"] == 0
+    assert summary["detector_found_rate_by_yaw"][0] == 1.0
+    with np.load(tmp_path / "data" / "multipie" / "landmarks.npz") as f:
+        landmarks, source = f["landmarks"], f["source"]
+        assert landmarks.shape == (156, 68, 2) and np.isfinite(landmarks).all()
+        assert f["frontal_template"].shape == (68, 2)
+    profile = (frame["yaw"].abs() > 45).to_numpy()
+    assert (source[profile] == "yaw_model").all() and (source[~profile & (frame["detector"] != "none")]
+                                                       == "detector").all()
+    assert ((landmarks >= 0) & (landmarks < 128)).mean() > 0.95   # on the crops, profiles included
+    assert json.loads((tmp_path / "reports" / "metrics" / "multipie.json").read_text())["images"] == 156
+    assert (tmp_path / "reports" / "data_quality" / "multipie.json").exists()

@@ -27,6 +27,7 @@ TINY = {
     "train.fader.width": 4, "train.fader.max_width": 16, "train.fader.lambda_warmup": 1,
     "train.fader.lambda_steps": 1, "train.fader.eval_identity": 8,
     "train.dtn.g_width": 4, "train.dtn.d_width": 4, "train.dtn.batch_size": 4, "train.dtn.tid_warmup": 1,
+    "multipie.max_images": 156, "multipie.split": {"train": 0.5, "val": 0.0, "test": 0.5},
     "train.dtn.eval_retrieval": 8, "train.dtn.eval_retrieval_sets": 2, "train.dtn.eval_identity": 8,
 }
 
@@ -61,6 +62,7 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     assert quality["celeba"]["stages"]["align"]["read"] == 300
     assert quality["london"]["stages"]["align"]["face_found_rate"] > 0.9
     assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 20
+    assert quality["multipie"]["stages"]["multipie"]["kept"] == 156
     for name in ("celeba", "london", "umist"):
         manifest = pd.read_csv(repo / f"data/aligned/{name}/manifest.csv")
         assert len(manifest) == quality[name]["stages"]["align"]["kept"]
@@ -111,8 +113,8 @@ def test_dvc_repro_tiny(tmp_path, mirror):
 
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
-    assert all(stage in dag for stage in ("ingest", "align", "render_avatars", "data_quality", "fid_stats",
-                                          "convert_facenet", "identity_gallery", "attr_classifier",
+    assert all(stage in dag for stage in ("ingest", "multipie", "align", "render_avatars", "data_quality",
+                                          "fid_stats", "convert_facenet", "identity_gallery", "attr_classifier",
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
                                           "evaluate@fader", "train@dtn", "evaluate@dtn"))

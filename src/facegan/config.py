@@ -143,6 +143,17 @@ class AlignParams:
 
 
 @dataclass(frozen=True)
+class MultiPieParams(SourceParams):
+    """TP-GAN's data (stage `multipie`): the release, an identity-disjoint split, landmarks by rule."""
+    folder: str = "multipie"
+    split: SplitParams = field(default_factory=lambda: SplitParams(train=0.8, val=0.0, test=0.2))
+    detectors: list[str] = listed(["hog", "cnn"], DETECTORS)
+    detect_side: int = bounded(200, 32, 4096)
+    trusted_yaw: float = bounded(45.0, 0.0, 90.0)   # |yaw| up to which the detector's landmarks are used
+    workers: int = bounded(2, 1, 256)
+
+
+@dataclass(frozen=True)
 class FidStatsParams:
     """Real-image statistics for FID/KID, one file per (set, split, resolution)."""
     sets: list[str] = listed(["celeba", "avatars"], IMAGE_SETS)
@@ -328,6 +339,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     ingest: IngestParams = field(default_factory=IngestParams)
     render_avatars: RenderAvatarsParams = field(default_factory=RenderAvatarsParams)
+    multipie: MultiPieParams = field(default_factory=MultiPieParams)
     align: AlignParams = field(default_factory=AlignParams)
     fid_stats: FidStatsParams = field(default_factory=FidStatsParams)
     identity: IdentityParams = field(default_factory=IdentityParams)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -84,3 +85,105 @@ def frontal_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     merged = frame.reset_index().rename(columns={"index": "input_row"}).merge(
         frontal[key + ["frontal_row"]], on=key, how="inner")
     return merged[["input_row", "frontal_row", "identity", "yaw"]].sort_values("input_row").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- stage `multipie`
+_landmarker = None
+
+
+def _init_landmarker(detect_side: int) -> None:
+    global _landmarker
+    from facegan.faces.landmarks import Landmarker
+
+    _landmarker = Landmarker(detect_side=detect_side)
+
+
+def _detect(job: tuple[str, tuple[str, ...]]) -> tuple[np.ndarray | None, str]:
+    path, detectors = job
+    found = _landmarker.detect(np.asarray(Image.open(path).convert("RGB")), list(detectors))
+    return (None, "") if found is None else (found.landmarks, found.detector)
+
+
+def detect_landmarks(paths: list[Path], detectors, detect_side: int, workers: int) -> tuple[np.ndarray, list[str]]:
+    """(N, 68, 2) detector landmarks (NaN where no face was found) and the detector that found each."""
+    import multiprocessing
+
+    jobs = [(str(p), tuple(detectors)) for p in paths]
+    if workers <= 1:
+        _init_landmarker(detect_side)
+        results = [_detect(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(workers, _init_landmarker, (detect_side,)) as pool:
+            results = pool.map(_detect, jobs, chunksize=16)
+    landmarks = np.full((len(paths), 68, 2), np.nan, dtype=np.float32)
+    for i, (points, _) in enumerate(results):
+        if points is not None:
+            landmarks[i] = points
+    return landmarks, [name for _, name in results]
+
+
+def landmarks_by_rule(frame: pd.DataFrame, detected: np.ndarray, trusted_yaw: float) -> dict:
+    """The landmarks TP-GAN's local pathways use (see faces/pose.py): the detector's where
+    |yaw| <= trusted_yaw and it found the face, else the yaw model fitted on the TRAINING
+    people's mean detector positions per camera at |yaw| <= trusted_yaw. The frontal
+    template is the training people's mean frontal landmarks."""
+    from facegan.faces.pose import fit_yaw_model, predict_landmarks
+
+    found = ~np.isnan(detected).any(axis=(1, 2))
+    yaws = frame["yaw"].to_numpy()
+    trusted = found & (np.abs(yaws) <= trusted_yaw)
+    fit_rows = trusted & (frame["split"] == "train").to_numpy()
+    fit_yaws = sorted(set(yaws[fit_rows]))
+    if not (fit_rows & (yaws == 0)).any():
+        raise DataError("multipie: the detector found no frontal training face; the frontal template needs some")
+    model = fit_yaw_model(fit_yaws, np.stack([detected[fit_rows & (yaws == y)].mean(0) for y in fit_yaws]))
+    used = np.stack([detected[i] if trusted[i] else predict_landmarks(model, yaws[i]) for i in range(len(yaws))])
+    return {"landmarks": used.astype(np.float32), "source": np.where(trusted, "detector", "yaw_model"),
+            "yaw_model": model.astype(np.float32),
+            "frontal_template": detected[fit_rows & (yaws == 0)].mean(0).astype(np.float32),
+            "model_yaws": np.array(fit_yaws)}
+
+
+def run_multipie(params, mirror: Path, root: Path) -> dict:
+    """Import, split by person, landmarks by rule, frontal pairs -> data/multipie/; the quality part
+    and reports/metrics/multipie.json."""
+    import shutil
+
+    from facegan.data.manifest import assign_splits, write_manifest
+    from facegan.data.quality import write_part
+    from facegan.reports import write_metrics
+
+    out, quality_path = root / "data" / "multipie", root / "reports" / "data_quality" / "multipie.json"
+    source = params.multipie
+    src = mirror / source.folder
+    if not src.is_dir():
+        raise DataError(f"multipie: {src} not found; point FACEGAN_DATA or data.mirror at the folder holding "
+                        f"{source.folder}/ (README, section Data)")
+    shutil.rmtree(out, ignore_errors=True)
+    frame, quality = import_multipie(src, out, source, params.data.seed)
+    if frame.empty:
+        raise DataError(f"multipie: no usable image under {src}")
+    frame = assign_splits(frame, source.split, params.data.seed)
+    detected, detectors = detect_landmarks([out / p for p in frame["path"]], source.detectors, source.detect_side,
+                                           source.workers)
+    rule = landmarks_by_rule(frame, detected, source.trusted_yaw)
+    frame["detector"] = [d or "none" for d in detectors]
+    frame["landmark_source"] = rule["source"]
+    pairs = frontal_pairs(frame)
+    unpaired = len(frame) - len(pairs)
+    if unpaired:
+        quality.note("no_frontal_partner", unpaired)
+    write_manifest(frame, out)
+    pairs.to_csv(out / "pairs.csv", index=False)
+    np.savez(out / "landmarks.npz", path=frame["path"].to_numpy(str), detected=detected, **rule)
+    quality.write_skipped(out / "skipped.csv")
+    write_part(quality_path, "multipie", {"multipie": quality})
+    quality.require(params.ingest.min_kept_fraction, "ingest.min_kept_fraction")
+    found = frame["detector"] != "none"
+    summary = {"images": len(frame), "people": {s: int(frame.loc[frame["split"] == s, "identity"].nunique())
+                                             for s in ("train", "val", "test")},
+            "pairs": len(pairs), "unpaired": unpaired,
+            "detector_found_rate_by_yaw": {int(y): float(found[frame["yaw"] == y].mean())
+                                           for y in sorted(frame["yaw"].unique())},
+            "yaw_model_rows": int((rule["source"] == "yaw_model").sum())}
+    return write_metrics(root, "multipie", summary)
