@@ -21,9 +21,10 @@ def body(name):
         common = params.train.common
         context = start_context(common.device)
         own = getattr(params.train, name)
-        data = method_class(name).training_data(root, own)
+        cls = method_class(name)
+        data = cls.training_data(root, own)
         batches = make_batches(data, own.batch_size or common.batch_size, common.seed, context.rank,
-                               context.world_size)
+                               context.world_size, flip=cls.flip_augment)
         trainer = Trainer(name, params, batches, root / "models" / name, root / "reports" / "train" / name,
                           context, size=data[0].shape[1], run=run if context.writer else None, root=root)
         return trainer.fit()

@@ -29,6 +29,8 @@ TINY = {
     "train.dtn.g_width": 4, "train.dtn.d_width": 4, "train.dtn.batch_size": 4, "train.dtn.tid_warmup": 1,
     "multipie.max_images": 156, "multipie.split": {"train": 0.5, "val": 0.0, "test": 0.5},
     "train.dtn.eval_retrieval": 8, "train.dtn.eval_retrieval_sets": 2, "train.dtn.eval_identity": 8,
+    "train.tpgan.size": 64, "train.tpgan.width": 4, "train.tpgan.local_width": 4, "train.tpgan.d_width": 4,
+    "train.tpgan.z_dim": 8,
 }
 
 
@@ -111,13 +113,24 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     curve = pd.read_csv(repo / "reports/train/dtn/losses.csv")   # step 1: warm-up (g on L_TID), then the game
     assert curve["loss_const"].isna().tolist() == [True, False, False] and curve["loss_tid"].notna().all()
 
+    tpgan = metrics["tpgan"]
+    assert {"psnr", "l1", "symmetry_error", "rank1_facenet_raw", "rank1_facenet_frontalized", "rank1_dlib_raw",
+            "rank1_dlib_frontalized", "dlib_face_found_raw", "umist"} <= set(tpgan) and tpgan["size"] == 64
+    assert list(tpgan["rank1_facenet_frontalized"]) == [str(y) for y in range(0, 91, 15)]
+    assert tpgan["umist"]["images"] == 40
+    assert all((repo / "reports/eval/tpgan" / name).exists() for name in ("frontalization_by_yaw.png",
+                                                                         "umist_frontalization.png"))
+    curve = pd.read_csv(repo / "reports/train/tpgan/losses.csv")
+    assert len(curve) == 3 and curve[["loss_pixel", "loss_sym", "loss_ip", "loss_adv"]].notna().all().all()
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "multipie", "align", "render_avatars", "data_quality",
                                           "fid_stats", "convert_facenet", "identity_gallery", "attr_classifier",
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
-                                          "evaluate@fader", "train@dtn", "evaluate@dtn"))
+                                          "evaluate@fader", "train@dtn", "evaluate@dtn", "train@tpgan",
+                                          "evaluate@tpgan"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

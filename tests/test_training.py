@@ -20,7 +20,8 @@ TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5},
                 "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2, "eval_identity": 4},
                 "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "eval_retrieval": 4,
-                        "eval_retrieval_sets": 2, "eval_identity": 4}}
+                        "eval_retrieval_sets": 2, "eval_identity": 4},
+                "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8, "eval_umist": False}}
 
 
 def tiny_params(tmp_steps: int = 4, **common) -> Params:
@@ -41,6 +42,12 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
             return x / np.linalg.norm(x, axis=1, keepdims=True)
         targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
         return images, unit(n), {"target": (targets, unit(n // 2))}
+    if method == "tpgan":   # pairs: inputs at several yaws (some frontal), their frontals, patch centres + yaw
+        centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32)
+        jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
+        yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
+        labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
+        return images, labels, {}, {"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)}
     if method == "beholder":
         return images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32)
     if method == "fader":
@@ -49,7 +56,7 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader"):
+    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader, tpgan"):
         method_class("stargan")
 
 

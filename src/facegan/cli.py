@@ -9,8 +9,10 @@ facegan beautify photo.jpg [more | folder] --delta 1.0 --out out.png
 facegan edit photo.jpg [more | folder] --attr Male=0.2 Young=1 --out out.png
                                                              Fader Networks: slide attributes of a photo
 facegan emojify photo.jpg [more | folder] --out avatar.png   DTN: the face as a cartoon avatar
+facegan frontalize photo.jpg [more | folder] [--yaw -60] --out frontal.png
+                                                             TP-GAN: the face seen from the front
 facegan info                                                 what the pipeline has produced so far
-More method subcommands (frontalize, transfer) join as their methods land.
+More method subcommands (transfer) join as their methods land.
 """
 from __future__ import annotations
 
@@ -52,18 +54,18 @@ def align_params() -> AlignParams:
         return AlignParams()
 
 
-def aligned_faces(paths: list[Path], size: int, params: AlignParams):
-    """(path, aligned crop) for each photo in which a face is found; each failure
-    (unreadable file, no face) is printed as one line naming the file and counted."""
+def detected_faces(paths: list[Path], detect_side: int, keep, backend: str = "dlib"):
+    """keep(path, photo, Detection) for each photo in which a face is found (the largest, said
+    when there were several; the photo itself is not held); each failure (unreadable file, no
+    face) is printed as one line naming the file. Returns (list, failures)."""
     from tqdm import tqdm
 
     from facegan.data.images import load_rgb
-    from facegan.faces.align import align_face
     from facegan.faces.landmarks import Landmarker
 
-    landmarker = Landmarker(params.backend, "cpu", params.detect_side)
+    landmarker = Landmarker(backend, "cpu", detect_side)
     faces, failures = [], 0
-    for path in tqdm(paths, desc="detect and align", unit="img", disable=None):
+    for path in tqdm(paths, desc="detect faces", unit="img", disable=None):
         try:
             image = load_rgb(path)
         except ValueError as err:
@@ -77,9 +79,18 @@ def aligned_faces(paths: list[Path], size: int, params: AlignParams):
             continue
         if found.n_faces > 1:
             print(f"note: {path}: {found.n_faces} faces found, used the largest", file=sys.stderr)
-        crop, _, _ = align_face(image, found.landmarks, size, params.eye_distance, params.eye_y)
-        faces.append((path, crop))
+        faces.append(keep(path, image, found))
     return faces, failures
+
+
+def aligned_faces(paths: list[Path], size: int, params: AlignParams):
+    """(path, aligned crop) for each photo in which a face is found, and the failures."""
+    from facegan.faces.align import align_face
+
+    def crop(path, image, found):
+        return path, align_face(image, found.landmarks, size, params.eye_distance, params.eye_y)[0]
+
+    return detected_faces(paths, params.detect_side, crop, params.backend)
 
 
 def save_rgb(crop, target: Path) -> None:
@@ -249,6 +260,32 @@ def cmd_emojify(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_frontalize(args) -> int:
+    """TP-GAN: frame each face like the Multi-PIE crops (yaw estimated from its landmarks, or
+    --yaw), then synthesise the frontal view."""
+    import torch
+
+    from facegan.data.datasets import to_tensor, to_uint8
+
+    method = trained("tpgan")
+    if args.yaw is not None and not -90 <= args.yaw <= 90:
+        raise UserError(f"--yaw {args.yaw:g}: expected degrees in [-90, 90] (negative: the face turned to the "
+                        "image's left)")
+    paths = expand_inputs(args.photos)
+    target_of = output_targets(paths, args.out, "frontal")
+    faces, failures = detected_faces(paths, align_params().detect_side,
+                                     lambda path, image, found: (path, *method.frame(image, found.landmarks, args.yaw)))
+    for path, crop, centres, yaw in faces:
+        photo = to_tensor(crop[None])
+        frontal = method.frontalize(photo, torch.from_numpy(centres[None]))
+        target = target_of(path)
+        save_rgb(to_uint8(frontal)[0], target)
+        save_rgb(to_uint8(torch.cat([photo, frontal], 3))[0], target.with_name(target.stem + "_compare.png"))
+        how = "given" if args.yaw is not None else "estimated from the landmarks"
+        print(f"{target}: yaw {yaw:+.0f} degrees ({how}); {target.stem}_compare.png: framed input | frontal")
+    return 1 if failures else 0
+
+
 def cmd_generate(args) -> int:
     import torch
     from torchvision.utils import save_image
@@ -336,6 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     emojify.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
     emojify.add_argument("--batch", type=int, default=32, help="photos converted together")
     emojify.set_defaults(func=cmd_emojify)
+    frontalize = sub.add_parser("frontalize", help="TP-GAN: synthesise the frontal view of faces in photos",
+                                description="Detect each face, frame it like the Multi-PIE crops TP-GAN was "
+                                            "trained on (the yaw estimated from its landmarks unless --yaw is "
+                                            "given), and draw the face seen from the front.")
+    frontalize.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    frontalize.add_argument("--out", type=Path, required=True,
+                            help="output PNG for one photo, or a folder for several")
+    frontalize.add_argument("--yaw", type=float, default=None,
+                            help="the face's yaw in degrees, -90 (turned to the image's left) .. 90; beyond "
+                                 "about 45 degrees the landmark estimate is unreliable, so give it")
+    frontalize.set_defaults(func=cmd_frontalize)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)
     return parser

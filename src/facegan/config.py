@@ -312,12 +312,31 @@ class DTNParams(MethodParams):
 
 
 @dataclass(frozen=True)
+class TPGANParams(MethodParams):
+    size: Literal[64, 128] = 128               # the global pathway's resolution (the paper: 128)
+    width: int = bounded(16, 2, 1024)          # global pathway: w at S, 8w at S/16 (the paper: 64 .. 512)
+    local_width: int = bounded(16, 2, 1024)    # local pathways: w at the patch, doubled per halving
+    d_width: int = bounded(16, 2, 1024)
+    z_dim: int = bounded(64, 1, 4096)          # noise appended at the bottleneck (the paper: 100)
+    lr: float = bounded(1e-4, 1e-7, 1.0)
+    beta1: float = bounded(0.5, 0.0, 0.999)
+    lambda_sym: float = bounded(0.3, 0.0)      # the paper's lambda_1 .. lambda_4
+    lambda_adv: float = bounded(1e-3, 0.0)
+    lambda_ip: float = bounded(3e-3, 0.0)
+    lambda_tv: float = bounded(1e-4, 0.0)
+    gallery_flash: int = bounded(7, 0, 19)     # evaluation: each test person's frontal photo under this flash
+    eval_detectors: list[str] = listed(["hog"], ("hog", "cnn"))   # dlib's face finding for its descriptors
+    eval_umist: bool = True                    # also evaluate on UMIST (most frontal image per subject as gallery)
+
+
+@dataclass(frozen=True)
 class TrainParams:
     common: TrainCommonParams = field(default_factory=TrainCommonParams)
     cgan: CGANParams = field(default_factory=CGANParams)
     beholder: BeholderParams = field(default_factory=BeholderParams)
     fader: FaderParams = field(default_factory=FaderParams)
     dtn: DTNParams = field(default_factory=DTNParams)
+    tpgan: TPGANParams = field(default_factory=TPGANParams)
 
 
 @dataclass(frozen=True)

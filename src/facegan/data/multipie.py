@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from facegan.config import SourceParams
 from facegan.data.images import decode
@@ -88,40 +87,6 @@ def frontal_pairs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- stage `multipie`
-_landmarker = None
-
-
-def _init_landmarker(detect_side: int) -> None:
-    global _landmarker
-    from facegan.faces.landmarks import Landmarker
-
-    _landmarker = Landmarker(detect_side=detect_side)
-
-
-def _detect(job: tuple[str, tuple[str, ...]]) -> tuple[np.ndarray | None, str]:
-    path, detectors = job
-    found = _landmarker.detect(np.asarray(Image.open(path).convert("RGB")), list(detectors))
-    return (None, "") if found is None else (found.landmarks, found.detector)
-
-
-def detect_landmarks(paths: list[Path], detectors, detect_side: int, workers: int) -> tuple[np.ndarray, list[str]]:
-    """(N, 68, 2) detector landmarks (NaN where no face was found) and the detector that found each."""
-    import multiprocessing
-
-    jobs = [(str(p), tuple(detectors)) for p in paths]
-    if workers <= 1:
-        _init_landmarker(detect_side)
-        results = [_detect(job) for job in jobs]
-    else:
-        with multiprocessing.get_context("fork").Pool(workers, _init_landmarker, (detect_side,)) as pool:
-            results = pool.map(_detect, jobs, chunksize=16)
-    landmarks = np.full((len(paths), 68, 2), np.nan, dtype=np.float32)
-    for i, (points, _) in enumerate(results):
-        if points is not None:
-            landmarks[i] = points
-    return landmarks, [name for _, name in results]
-
-
 def landmarks_by_rule(frame: pd.DataFrame, detected: np.ndarray, trusted_yaw: float) -> dict:
     """The landmarks TP-GAN's local pathways use (see faces/pose.py): the detector's where
     |yaw| <= trusted_yaw and it found the face, else the yaw model fitted on the TRAINING
@@ -151,6 +116,7 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
 
     from facegan.data.manifest import assign_splits, write_manifest
     from facegan.data.quality import write_part
+    from facegan.faces.landmarks import detect_many
     from facegan.reports import write_metrics
 
     out, quality_path = root / "data" / "multipie", root / "reports" / "data_quality" / "multipie.json"
@@ -164,8 +130,8 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
     if frame.empty:
         raise DataError(f"multipie: no usable image under {src}")
     frame = assign_splits(frame, source.split, params.data.seed)
-    detected, detectors = detect_landmarks([out / p for p in frame["path"]], source.detectors, source.detect_side,
-                                           source.workers)
+    detected, detectors = detect_many([out / p for p in frame["path"]], source.detectors, source.detect_side,
+                                      source.workers)
     rule = landmarks_by_rule(frame, detected, source.trusted_yaw)
     frame["detector"] = [d or "none" for d in detectors]
     frame["landmark_source"] = rule["source"]
@@ -187,3 +153,68 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
                                            for y in sorted(frame["yaw"].unique())},
             "yaw_model_rows": int((rule["source"] == "yaw_model").sum())}
     return write_metrics(root, "multipie", summary)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
+
+
+def load_pairs(root: Path, split: str, size: int) -> dict:
+    """TP-GAN's pairs of one split from data/multipie at `size` pixels: inputs and frontals
+    (N, size, size, 3) uint8, labels (N, 9) = the input's four patch centres (x, y, scaled to
+    `size`) and its yaw, and the pairs' rows (input path, identity, yaw, flash, frontal path)."""
+    from facegan.data.images import load_rgb
+    from facegan.data.manifest import read_manifest
+    from facegan.faces.pose import PATCHES, patch_centres
+
+    folder = Path(root) / "data" / "multipie"
+    if not (folder / "pairs.csv").exists():
+        raise FileNotFoundError(f"{folder}/pairs.csv not found: run `dvc repro multipie`")
+    frame = read_manifest(folder)
+    pairs = pd.read_csv(folder / "pairs.csv")
+    with np.load(folder / "landmarks.npz", allow_pickle=False) as f:
+        landmarks, paths = f["landmarks"], f["path"].astype(str)
+    if list(paths) != frame["path"].astype(str).tolist():
+        raise DataError(f"{folder}/landmarks.npz does not match manifest.csv row for row: run `dvc repro multipie`")
+    pairs = pairs[frame.loc[pairs["input_row"], "split"].to_numpy() == split].reset_index(drop=True)
+    if pairs.empty:
+        raise DataError(f"multipie: no pairs in split {split!r}")
+    images = {}
+
+    def image(row: int) -> np.ndarray:
+        if row not in images:
+            images[row] = resize_square(load_rgb(folder / frame.at[row, "path"]), size)
+        return images[row]
+
+    inputs = np.stack([image(r) for r in pairs["input_row"]])
+    frontals = np.stack([image(r) for r in pairs["frontal_row"]])
+    side = load_rgb(folder / frame.at[int(pairs.at[0, "input_row"]), "path"]).shape[0]
+    centres = np.stack([np.stack([patch_centres(landmarks[r])[k] for k in PATCHES]) for r in pairs["input_row"]])
+    labels = np.concatenate([centres.reshape(len(pairs), 8) * size / side,
+                             pairs["yaw"].to_numpy(np.float32)[:, None]], 1).astype(np.float32)
+    rows = pd.DataFrame({"path": frame.loc[pairs["input_row"], "path"].to_numpy(),
+                         "identity": frame.loc[pairs["input_row"], "identity"].astype(str).to_numpy(),
+                         "yaw": pairs["yaw"].to_numpy(),
+                         "flash": frame.loc[pairs["input_row"], "flash"].astype(int).to_numpy(),
+                         "frontal_path": frame.loc[pairs["frontal_row"], "path"].to_numpy()})
+    return {"inputs": inputs, "frontals": frontals, "labels": labels, "rows": rows}
+
+
+def frontal_photos(root: Path, split: str, flash: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's frontal (camera 051) photo under `flash` in one split: (N, size, size, 3) uint8
+    and their identities (the identification gallery, or its distractors)."""
+    from facegan.data.images import load_rgb
+    from facegan.data.manifest import read_manifest
+
+    folder = Path(root) / "data" / "multipie"
+    frame = read_manifest(folder)
+    chosen = frame[(frame["split"] == split) & (frame["camera"].astype(int) == int(FRONTAL_CAMERA))
+                   & (frame["flash"].astype(int) == flash)]
+    if chosen.empty:
+        return np.zeros((0, size, size, 3), np.uint8), np.array([], dtype=str)
+    images = np.stack([resize_square(load_rgb(folder / p), size) for p in chosen["path"]])
+    return images, chosen["identity"].astype(str).to_numpy()

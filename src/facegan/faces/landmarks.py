@@ -124,3 +124,42 @@ class Landmarker:
             return Detection(box=box, landmarks=self._predict(work, rect) / scale, detector=detector,
                              n_faces=len(rects))
         return None
+
+
+# ---------------------------------------------------------------- many images, in a process pool
+_pool_landmarker: Landmarker | None = None
+
+
+def _init_pool_landmarker(detect_side: int) -> None:
+    global _pool_landmarker
+    _pool_landmarker = Landmarker(detect_side=detect_side)
+
+
+def _detect_job(job) -> tuple[np.ndarray | None, str]:
+    source, detectors = job
+    if not isinstance(source, np.ndarray):
+        from PIL import Image
+
+        source = np.asarray(Image.open(source).convert("RGB"))
+    found = _pool_landmarker.detect(source, list(detectors))
+    return (None, "") if found is None else (found.landmarks, found.detector)
+
+
+def detect_many(sources: list, detectors, detect_side: int, workers: int) -> tuple[np.ndarray, list[str]]:
+    """(N, 68, 2) dlib landmarks of image files or (H, W, 3) uint8 arrays, NaN where no detector
+    found a face, and the detector that found each ('' for none). The pool is started with
+    `spawn`: a forked child of a process whose dlib CNN detector was already in use can hang."""
+    import multiprocessing
+
+    jobs = [(s if isinstance(s, np.ndarray) else str(s), tuple(detectors)) for s in sources]
+    if workers <= 1 or len(jobs) < 2:
+        _init_pool_landmarker(detect_side)
+        results = [_detect_job(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers, _init_pool_landmarker, (detect_side,)) as pool:
+            results = pool.map(_detect_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+    landmarks = np.full((len(jobs), 68, 2), np.nan, dtype=np.float32)
+    for i, (points, _) in enumerate(results):
+        if points is not None:
+            landmarks[i] = points
+    return landmarks, [name for _, name in results]

@@ -54,10 +54,12 @@ def patch_centres(landmarks: np.ndarray) -> dict[str, np.ndarray]:
             "nose": points[NOSE_TIP], "mouth": points[MOUTH].mean(0)}
 
 
-def patch_box(centre, size: int, image_side: int) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of a size x size patch centred at `centre`, shifted to lie inside the image."""
-    if size > image_side:
-        raise ValueError(f"a {size}-pixel patch does not fit a {image_side}-pixel image")
-    x0, y0 = (int(round(c - size / 2)) for c in centre)
-    x0, y0 = min(max(x0, 0), image_side - size), min(max(y0, 0), image_side - size)
-    return x0, y0, x0 + size, y0 + size
+def patch_box(centre, size, image_side: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a patch of `size` (a side, or (height, width)) centred at `centre`,
+    shifted to lie inside the image."""
+    height, width = (size, size) if np.isscalar(size) else size
+    if max(height, width) > image_side:
+        raise ValueError(f"a {height} x {width} patch does not fit a {image_side}-pixel image")
+    x0, y0 = int(round(centre[0] - width / 2)), int(round(centre[1] - height / 2))
+    x0, y0 = min(max(x0, 0), image_side - width), min(max(y0, 0), image_side - height)
+    return x0, y0, x0 + width, y0 + height

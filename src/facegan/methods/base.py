@@ -18,6 +18,7 @@ from torch import nn
 
 class Method(nn.Module, ABC):
     name: str = ""
+    flip_augment: bool = True   # random horizontal flips of the training images (off where labels hold positions)
 
     def __init__(self, params, common):
         super().__init__()
@@ -46,6 +47,14 @@ class Method(nn.Module, ABC):
     def setup(self, root: Path, device) -> None:
         """Attach the fixed pretrained networks the method uses but never trains or saves
         (FaceNet as DTN's f), read from the project at `root`."""
+
+    def attach_fixed(self, attribute: str, net: nn.Module) -> None:
+        """A fixed pretrained network (FaceNet): frozen, in eval mode, kept outside the module
+        tree, so it is never trained, never moved by .to() and never saved with the method."""
+        net = net.eval().requires_grad_(False)
+        if self.common.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        object.__setattr__(self, attribute, net)
 
     def prepare(self, labels: torch.Tensor | None) -> None:
         """Called once with the whole training label set before training starts (or

@@ -63,6 +63,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.methods.base import Method, unwrap
+from facegan.methods.nets import strided_layers, total_variation
+from facegan.pretrained.facenet import load_converted as load_fixed_f
+from facegan.devices import inference_autocast as autocast_like_training
 
 FROM_S, FROM_T, REAL_T = 0, 1, 2   # D's classes
 EMBEDDING_DIM = 512                 # f: FaceNet's unit embedding
@@ -95,24 +98,12 @@ class TernaryDiscriminator(nn.Module):
 
     def __init__(self, width: int, size: int = 64):
         super().__init__()
-        blocks = int(round(np.log2(size / 4)))
-        layers, cin = [], 3
-        for i in range(blocks):
-            cout = width * 2 ** i
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
-            cin = cout
+        layers, cin = strided_layers(width, int(round(np.log2(size / 4))))
         layers.append(nn.Conv2d(cin, 3, 4, 1, 0))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
         return self.net(x).flatten(1)
-
-
-def total_variation(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Anisotropic TV with B = 1: mean over pixels of sqrt((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)."""
-    dx = images[:, :, :-1, 1:] - images[:, :, :-1, :-1]
-    dy = images[:, :, 1:, :-1] - images[:, :, :-1, :-1]
-    return (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt().mean()
 
 
 def classes(n: int, label: int, device) -> torch.Tensor:
@@ -133,11 +124,7 @@ class DomainTransferNetwork(Method):
         self.attach_f(load_fixed_f(root, device))
 
     def attach_f(self, facenet) -> None:
-        """f: frozen, in eval mode, outside the module tree (not in state_dict, not moved by .to())."""
-        facenet = facenet.eval().requires_grad_(False)
-        if self.common.channels_last:
-            facenet = facenet.to(memory_format=torch.channels_last)
-        object.__setattr__(self, "f", facenet)
+        self.attach_fixed("f", facenet)
 
     def trainable(self):
         return {"g": self.g, "D": self.D}
@@ -300,23 +287,6 @@ class DomainTransferNetwork(Method):
         save_labelled_grid(torch.cat([real_t[:8], outputs_t[:8].cpu()]), [p.target, f"G({p.target})"],
                            report_dir / "target_identity.png", per_row=8)
         return result
-
-
-def load_fixed_f(root: Path, device="cpu"):
-    from facegan.pretrained.facenet import checkpoint_path, load_facenet
-
-    path = checkpoint_path(root)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro convert_facenet`")
-    return load_facenet(str(path), str(device))
-
-
-def autocast_like_training(device):
-    """bf16 autocast where the hardware has it, as the training loop computes f(G(s))."""
-    from facegan.train.loop import bf16_supported
-
-    device = str(device)
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_supported(device))
 
 
 def embed_uint8(facenet, images: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -56,6 +56,25 @@ class DownBlock(nn.Module):
         return F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)
 
 
+def total_variation(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Anisotropic TV with B = 1 (DTN's L_TV, TP-GAN's L_tv with beta = 1): mean over pixels of sqrt((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)."""
+    dx = images[:, :, :-1, 1:] - images[:, :, :-1, :-1]
+    dy = images[:, :, 1:, :-1] - images[:, :, :-1, :-1]
+    return (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt().mean()
+
+
+def strided_layers(width: int, blocks: int, norm_first: bool = True) -> tuple[list[nn.Module], int]:
+    """Discriminator blocks conv 4x4 stride 2 (+ BatchNorm) + LeakyReLU 0.2, channels w, 2w, 4w, ...
+    (DCGAN's D). Returns the layers and the last block's channels."""
+    layers, cin = [], 3
+    for i in range(blocks):
+        cout = width * 2 ** i
+        norm = [nn.BatchNorm2d(cout)] if (i > 0 or norm_first) else []
+        layers += [nn.Conv2d(cin, cout, 4, 2, 1), *norm, nn.LeakyReLU(0.2)]
+        cin = cout
+    return layers, cin
+
+
 def down_trunk(width: int, size: int) -> tuple[nn.Sequential, int]:
     """SNGAN discriminator body: DownBlocks from `size` to 4 x 4, channels doubling up to 8w.
 

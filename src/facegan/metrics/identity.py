@@ -43,15 +43,17 @@ def _descriptor_chunk(chips: list) -> np.ndarray:
 
 def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float, workers: int = 2,
                      chunk: int = 32) -> np.ndarray:
-    """(N, H, W, 3) uint8 aligned crops -> (N, 128) dlib ResNet descriptors.
-
-    The dlib wheel has no BLAS (~70 ms a face on one core), so chunks of chips
-    are spread over a process pool of `workers`.
-    """
+    """(N, H, W, 3) uint8 aligned crops -> (N, 128) dlib ResNet descriptors."""
     import dlib
 
     shape = _template_shape(images.shape[1], eye_distance, eye_y)
     chips = [dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25) for im in images]
+    return chip_descriptors(chips, workers, chunk)
+
+
+def chip_descriptors(chips: list, workers: int = 2, chunk: int = 32) -> np.ndarray:
+    """dlib face chips -> (N, 128) descriptors. The dlib wheel has no BLAS (~70 ms a face on
+    one core), so chunks of chips are spread over a process pool of `workers`."""
     chunks = [chips[i:i + chunk] for i in range(0, len(chips), chunk)]
     if workers <= 1 or len(chunks) < 2:
         parts = [_descriptor_chunk(c) for c in chunks]
@@ -59,6 +61,29 @@ def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float, work
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(_descriptor_chunk, chunks))
     return np.concatenate(parts) if parts else np.zeros((0, 128))
+
+
+def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 200,
+                              workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's own pipeline on unaligned photos: find the face (`detectors` in order), place the
+    68 landmarks, cut the chip from them, describe it. Returns (N, 128) descriptors, NaN where
+    no face was found, and the found mask: a recognizer that finds no face cannot identify it."""
+    import dlib
+
+    from facegan.faces.landmarks import detect_many
+
+    landmarks, _ = detect_many(list(images), detectors, detect_side, workers)
+    found = ~np.isnan(landmarks).any(axis=(1, 2))
+    chips = []
+    for image, points in zip(images[found], landmarks[found]):
+        (x0, y0), (x1, y1) = points.min(0), points.max(0)
+        shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)),
+                                           [dlib.point(int(round(x)), int(round(y))) for x, y in points])
+        chips.append(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=150, padding=0.25))
+    descriptors = np.full((len(images), 128), np.nan)
+    if chips:
+        descriptors[found] = chip_descriptors(chips, workers)
+    return descriptors, found
 
 
 @torch.inference_mode()

@@ -258,6 +258,14 @@ def load_facenet(path: str, device: str = "cpu") -> FaceNet:
     return FaceNet(net).to(device)
 
 
+def load_converted(root: Path, device="cpu") -> FaceNet:
+    """The converted FaceNet of the project at `root` (stage convert_facenet)."""
+    path = checkpoint_path(root)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro convert_facenet`")
+    return load_facenet(str(path), str(device))
+
+
 def checkpoint_path(root: Path) -> Path:
     return root / "models" / "pretrained" / "facenet.pt"
 

@@ -16,11 +16,17 @@ class InMemoryBatches:
     """One image set (and its per-image labels) served as seeded batches."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, flip: bool = True):
+                 rank: int = 0, world_size: int = 1, flip: bool = True, paired: dict[str, np.ndarray] | None = None):
         if len(images) < batch_size * world_size:
             raise ValueError(f"{len(images)} training images, fewer than one global batch "
                              f"({batch_size} x {world_size} processes)")
         self.images = torch.from_numpy(images)                       # N, H, W, 3 uint8
+        # images indexed like `images` (TP-GAN's frontal targets): batched with them, under the same flips
+        self.paired = {name: torch.from_numpy(array) for name, array in (paired or {}).items()}
+        for name, array in self.paired.items():
+            if array.shape != self.images.shape:
+                raise ValueError(f"paired set {name!r} has shape {tuple(array.shape)}, the images "
+                                 f"{tuple(self.images.shape)}")
         self.labels = None if labels is None else torch.from_numpy(np.asarray(labels, np.float32))
         self.batch_size, self.seed, self.rank, self.world_size, self.flip = batch_size, seed, rank, world_size, flip
         self.global_batch = batch_size * world_size
@@ -36,17 +42,22 @@ class InMemoryBatches:
         """The same n training images (no flip) at every call: the inputs of progress grids."""
         idx = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.seed))[:n]
         out = {"image": to_tensor(self.images[idx].numpy()).to(device), "index": idx}
+        out.update({name: to_tensor(array[idx].numpy()).to(device) for name, array in self.paired.items()})
         if self.labels is not None:
             out["attributes"] = self.labels[idx].to(device)
         return out
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         idx = self.indices(step)
-        x = to_tensor(self.images[idx].numpy())
-        if self.flip:
-            flips = torch.rand(len(idx), generator=torch.Generator().manual_seed(self.seed * 7919 + step)) < 0.5
-            x = torch.where(flips[:, None, None, None], x.flip(3), x)
-        out = {"image": x.to(device).contiguous(memory_format=torch.channels_last), "index": idx}
+        sets = {"image": self.images, **self.paired}
+        out = {}
+        flips = torch.rand(len(idx), generator=torch.Generator().manual_seed(self.seed * 7919 + step)) < 0.5
+        for name, array in sets.items():
+            x = to_tensor(array[idx].numpy())
+            if self.flip:
+                x = torch.where(flips[:, None, None, None], x.flip(3), x)
+            out[name] = x.to(device).contiguous(memory_format=torch.channels_last)
+        out["index"] = idx
         if self.labels is not None:
             out["attributes"] = self.labels[idx].to(device)
         return out
@@ -74,11 +85,15 @@ class JointBatches:
         return self._merge(lambda b: b.examples(n, device))
 
 
-def make_batches(data: tuple, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+def make_batches(data: tuple, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 flip: bool = True):
     """Batches for what a method's `training_data` returns: (images, labels), or
-    (images, labels, {name: (images, labels)}) with auxiliary sets."""
+    (images, labels, {name: (images, labels)}) with auxiliary sets, or
+    (images, labels, aux, {name: images}) with sets paired image by image with the
+    main one. `flip`: random horizontal flips (off where labels hold positions)."""
     images, labels, *rest = data
-    main = InMemoryBatches(images, labels, batch_size, seed, rank, world_size)
+    paired = rest[1] if len(rest) > 1 else None
+    main = InMemoryBatches(images, labels, batch_size, seed, rank, world_size, flip, paired)
     if not rest or not rest[0]:
         return main
     aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size)

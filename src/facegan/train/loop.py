@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from facegan.devices import resolve_device
+from facegan.devices import bf16_supported, inference_autocast, resolve_device  # noqa: F401 (re-exported)
 from facegan.methods import Method, build_method
 from facegan.methods.base import unwrap
 
@@ -59,12 +59,6 @@ def start_context(device: str) -> Context:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
     return Context(rank, world, device)
-
-
-def bf16_supported(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:

@@ -1,0 +1,360 @@
+"""TP-GAN (Huang, Zhang, Li & He, ICCV 2017, arXiv 1704.04086): profile -> frontal face.
+
+Data: Multi-PIE pairs (stage `multipie`): every training image, at any of the
+13 yaws, -> the frontal image (camera 051) of the same person and flash. The
+labels of an input are its four patch centres (left eye, right eye, nose tip,
+mouth; from dlib up to `multipie.trusted_yaw`, from the yaw model beyond, see
+faces/pose.py) and its yaw.
+
+Generator G = two pathways and a fusion:
+- global pathway: an encoder-decoder with skip connections at every scale.
+  Encoder convs 7x7 (S), 5x5 /2, 3x3 /2 (three times) to S/16, a fully
+  connected layer to 512 with maxout to 256; z (noise) is appended, a fully
+  connected layer back to an S/16 map, and the decoder climbs back to S with
+  the encoder's maps concatenated at each scale. It also draws the face at S/4
+  and S/2, which feed the next scale (the paper's multi-scale outputs).
+- four local pathways (own weights each): encoder-decoders on the patches
+  cropped around the input's landmarks, eyes 40 x 40, nose 32 x 40, mouth
+  32 x 48 at S = 128 (scaled with S), each giving a patch image and a feature
+  map.
+- fusion: each local feature map is placed on an S x S canvas at the patch's
+  position in the FRONTAL TEMPLATE (the training people's mean frontal
+  landmarks), the four are fused by max, concatenated with the global
+  features and the S/2 image, and two convolutions draw the output.
+
+Losses (G):  L_syn = L_pixel + l1 L_sym + l2 L_adv + l3 L_ip + l4 L_tv,
+with the paper's weights l1 = 0.3, l2 = 1e-3, l3 = 3e-3, l4 = 1e-4:
+- L_pixel: mean L1 to the true frontal at S, S/2 and S/4 (the multi-scale
+  outputs), plus the L1 of each local pathway's patch to the true frontal's
+  patch at the template position;
+- L_sym = 1/(W/2 H) sum_{x <= W/2} |I(x, y) - I(W - x + 1, y)| of the output;
+- L_adv = -log D(G(I_P)), D a convolutional discriminator on S x S (real:
+  true frontals);
+- L_ip = sum_{i=1,2} mean |F_i(G(I_P)) - F_i(I_F)| over the last two feature
+  layers of the converted FaceNet (1792-d pooled features and the 512-d
+  embedding), standing in for the paper's Light-CNN;
+- L_tv = mean sqrt(dx^2 + dy^2) of the output (the paper's TV with beta = 1).
+D: -log D(I_F) - log(1 - D(G(I_P))), one D step per G step, Adam(lr, (0.5, 0.999)).
+
+Departures: FaceNet for Light-CNN; the symmetry loss on pixels only (the paper
+also uses it in Laplacian space); plain conv blocks instead of the paper's
+residual blocks, and channel widths scaled down (`width`, `local_width`) for
+a CPU; D's architecture, not given in the paper, is ours; local pathways go
+down 3 times at S = 128, 2 times at S = 64.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, predict_landmarks
+from facegan.methods.base import Method, unwrap
+from facegan.methods.nets import strided_layers, total_variation
+
+# (height, width) of each local pathway's patch at 128 x 128 (the paper's sizes)
+PATCH_SIZES_128 = {"left_eye": (40, 40), "right_eye": (40, 40), "nose": (32, 40), "mouth": (32, 48)}
+LABEL_COLUMNS = 9   # x, y of the four patch centres, then the yaw
+
+
+def patch_sizes(size: int) -> dict[str, tuple[int, int]]:
+    return {name: (h * size // 128, w * size // 128) for name, (h, w) in PATCH_SIZES_128.items()}
+
+
+def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, act: str = "lrelu") -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2), nn.BatchNorm2d(cout)]
+    layers.append(nn.LeakyReLU(0.2) if act == "lrelu" else nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def up(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv(cin, cout, 3, 1, "relu"))
+
+
+def to_image(cin: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, 3, 3, 1, 1), nn.Tanh())
+
+
+class GlobalPathway(nn.Module):
+    def __init__(self, width: int, z_dim: int, size: int):
+        super().__init__()
+        w, self.bottom = width, size // 16
+        self.e0, self.e1 = conv(3, w, 7), conv(w, w, 5, 2)
+        self.e2, self.e3, self.e4 = conv(w, 2 * w, 3, 2), conv(2 * w, 4 * w, 3, 2), conv(4 * w, 8 * w, 3, 2)
+        self.fc = nn.Linear(8 * w * self.bottom ** 2, 512)          # maxout over pairs -> 256
+        self.from_code = nn.Linear(256 + z_dim, 2 * w * self.bottom ** 2)
+        self.d8 = up(2 * w + 8 * w, 4 * w)                           # S/16 -> S/8
+        self.d4 = up(4 * w + 4 * w, 2 * w)                           # -> S/4
+        self.d2 = up(2 * w + 2 * w + 3, w)                           # -> S/2
+        self.d1 = up(w + w + 3, w)                                   # -> S
+        self.image4, self.image2 = to_image(2 * w), to_image(w)
+        self.z_dim, self.width = z_dim, w
+
+    def forward(self, x, z):
+        e0 = self.e0(x)
+        e1 = self.e1(e0)
+        e2 = self.e2(e1)
+        e3 = self.e3(e2)
+        e4 = self.e4(e3)
+        code = self.fc(e4.flatten(1)).view(len(x), 256, 2).amax(2)
+        start = F.relu(self.from_code(torch.cat([code, z.to(code.dtype)], 1)))
+        start = start.view(len(x), 2 * self.width, self.bottom, self.bottom)
+        d4 = self.d4(torch.cat([self.d8(torch.cat([start, e4], 1)), e3], 1))   # S/4
+        image4 = self.image4(d4)
+        d2 = self.d2(torch.cat([d4, e2, image4], 1))                            # S/2
+        image2 = self.image2(d2)
+        d1 = self.d1(torch.cat([d2, e1, image2], 1))                            # S
+        return d1, image2, image4
+
+
+class LocalPathway(nn.Module):
+    """An encoder-decoder with skips on one patch -> (features, patch image)."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        channels = [width * 2 ** i for i in range(depth + 1)]
+        self.encoder = nn.ModuleList([conv(3, channels[0])] +
+                                     [conv(channels[i], channels[i + 1], 3, 2) for i in range(depth)])
+        self.decoder = nn.ModuleList(up(channels[i + 1] + (channels[i + 1] if i + 1 < depth else 0), channels[i])
+                                     for i in reversed(range(depth)))
+        self.fuse = conv(2 * channels[0], channels[0], 3, 1, "relu")
+        self.image = to_image(channels[0])
+
+    def forward(self, patch):
+        skips = []
+        x = patch
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+        x = skips.pop()
+        for block in self.decoder:
+            x = block(x)
+            skip = skips.pop()
+            x = torch.cat([x, skip], 1) if skips else self.fuse(torch.cat([x, skip], 1))
+        return x, self.image(x)
+
+
+class TwoPathwayGenerator(nn.Module):
+    def __init__(self, width: int, local_width: int, z_dim: int, size: int):
+        super().__init__()
+        self.size, self.sizes = size, patch_sizes(size)
+        self.global_pathway = GlobalPathway(width, z_dim, size)
+        self.local = nn.ModuleDict({name: LocalPathway(local_width, 3 if size >= 128 else 2) for name in PATCHES})
+        self.fusion = nn.Sequential(conv(width + local_width + 3, width, 3, 1, "relu"), to_image(width))
+
+    def crop(self, images: torch.Tensor, centres: torch.Tensor, name: str) -> torch.Tensor:
+        """Each image's patch `name` around its own centre (centres: (N, 4, 2) pixels)."""
+        k = PATCHES.index(name)
+        boxes = [patch_box(c, self.sizes[name], self.size) for c in centres[:, k].tolist()]
+        return torch.stack([images[i, :, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(boxes)])
+
+    def place(self, patch: torch.Tensor, box) -> torch.Tensor:
+        """A patch-sized map on an S x S canvas of zeros at box (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = box
+        return F.pad(patch, (x0, self.size - x1, y0, self.size - y1))
+
+    def forward(self, x, centres, template, z) -> dict[str, torch.Tensor]:
+        global_features, image2, image4 = self.global_pathway(x, z)
+        canvas, patches = None, {}
+        for name, pathway in self.local.items():
+            features, patches[name] = pathway(self.crop(x, centres, name))
+            box = patch_box(template[PATCHES.index(name)].tolist(), self.sizes[name], self.size)
+            placed = self.place(features, box)
+            canvas = placed if canvas is None else torch.maximum(canvas, placed)   # max fusion
+        up2 = F.interpolate(image2, scale_factor=2, mode="bilinear", align_corners=False)
+        image = self.fusion(torch.cat([global_features, canvas, up2], 1))
+        return {"image": image, "image2": image2, "image4": image4, **{f"patch_{k}": v for k, v in patches.items()}}
+
+
+class PatchDiscriminator(nn.Module):
+    """Strided convs to S/16, then a 3 x 3 conv to one logit per cell."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        layers, cin = strided_layers(width, 4, norm_first=False)
+        layers.append(nn.Conv2d(cin, 1, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+
+
+def symmetry_loss(images: torch.Tensor) -> torch.Tensor:
+    """1/(W/2 H) sum over the left half of |I(x, y) - I(W - x + 1, y)| (= the mean over the whole image)."""
+    return (images.float() - images.float().flip(3)).abs().mean()
+
+
+class TPGAN(Method):
+    name = "tpgan"
+    flip_augment = False          # the labels hold landmark positions
+    grid_columns = 8
+
+    def __init__(self, params, common, size: int = 128):
+        super().__init__(params, common)
+        self.size = size
+        self.G = TwoPathwayGenerator(params.width, params.local_width, params.z_dim, size)
+        self.D = PatchDiscriminator(params.d_width)
+        # set by prepare() from the training labels, saved with the weights (the CLI frames photos with them)
+        self.register_buffer("template", torch.zeros(len(PATCHES), 2))              # frontal patch centres
+        self.register_buffer("yaw_model", torch.zeros(3, len(PATCHES), 2))          # centres as a function of yaw
+        self.f = None
+        self.examples: dict | None = None
+
+    def setup(self, root: Path, device) -> None:
+        from facegan.pretrained.facenet import load_converted
+
+        self.attach_fixed("f", load_converted(root, device))
+
+    def prepare(self, labels: torch.Tensor | None) -> None:
+        """The frontal template: mean patch centres of the frontal (yaw 0) training inputs; and the
+        yaw model of the centres refitted on the per-yaw means (for framing photos of unknown pose)."""
+        if labels is None or labels.shape[1] != LABEL_COLUMNS:
+            raise ValueError(f"tpgan needs labels of {LABEL_COLUMNS} columns (4 patch centres x, y and the yaw)")
+        centres, yaws = labels[:, :8].view(-1, 4, 2).cpu().numpy(), labels[:, 8].cpu().numpy()
+        if not (yaws == 0).any():
+            raise ValueError("tpgan: no frontal (yaw 0) image among the training inputs: no frontal template")
+        distinct = sorted(set(yaws.tolist()))
+        self.template.copy_(torch.from_numpy(centres[yaws == 0].mean(0)))
+        if len(distinct) >= 3:
+            model = fit_yaw_model(distinct, np.stack([centres[yaws == y].mean(0) for y in distinct]))
+            self.yaw_model.copy_(torch.from_numpy(model).float())
+
+    def trainable(self):
+        return {"G": self.G, "D": self.D}
+
+    def configure_optimizers(self):
+        p = self.params
+        return {"G": torch.optim.Adam(unwrap(self.G).parameters(), p.lr, betas=(p.beta1, 0.999)),
+                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr, betas=(p.beta1, 0.999))}
+
+    def noise(self, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+        return torch.randn(n, self.params.z_dim, generator=generator).to(device)
+
+    def generate(self, x, centres, generator=None) -> dict[str, torch.Tensor]:
+        return self.G(x, centres, self.template, self.noise(len(x), generator, x.device))
+
+    def target_patches(self, frontal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The true frontal's patches at the template positions (the local pathways' targets)."""
+        g = unwrap(self.G)
+        return {name: g.crop(frontal, self.template.expand(len(frontal), -1, -1), name) for name in PATCHES}
+
+    def train_step(self, batch, step, generator):
+        if self.f is None:
+            raise RuntimeError("tpgan needs FaceNet for L_ip: call setup(root) (the training loop does)")
+        p, opt = self.params, self.optimizers
+        x, frontal = batch["image"], batch["frontal"]
+        centres = batch["attributes"][:, :8].reshape(-1, 4, 2)
+        z = self.noise(len(x), generator, x.device)
+
+        # ---------------- D: true frontals vs synthesised ones
+        with torch.no_grad():
+            fake = self.G(x, centres, self.template, z)["image"]
+        loss_d = bce(self.D(frontal), True) + bce(self.D(fake.detach()), False)
+        opt["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt["D"].step()
+
+        # ---------------- G: L_syn
+        out = self.G(x, centres, self.template, z)
+        frontal_f = frontal.float()
+        scales = [(out["image"], frontal_f), (out["image2"], F.avg_pool2d(frontal_f, 2)),
+                  (out["image4"], F.avg_pool2d(frontal_f, 4))]
+        loss_pixel_global = sum(F.l1_loss(a.float(), b) for a, b in scales) / len(scales)
+        targets = self.target_patches(frontal_f)
+        loss_pixel_local = sum(F.l1_loss(out[f"patch_{k}"].float(), targets[k]) for k in PATCHES) / len(PATCHES)
+        loss_pixel = loss_pixel_global + loss_pixel_local
+        loss_sym = symmetry_loss(out["image"])
+        loss_adv = bce(self.D(out["image"]), True)
+        with torch.no_grad():
+            real_features = self.f.features(frontal)
+        fake_features = self.f.features(out["image"])
+        loss_ip = sum((fake_features[k].float() - real_features[k].float()).abs().mean() for k in ("pool", "embedding"))
+        loss_tv = total_variation(out["image"])
+        loss_g = loss_pixel + p.lambda_sym * loss_sym + p.lambda_adv * loss_adv + p.lambda_ip * loss_ip \
+            + p.lambda_tv * loss_tv
+        opt["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt["G"].step()
+        return {"loss_d": loss_d.item(), "loss_pixel": loss_pixel.item(), "loss_pixel_local": loss_pixel_local.item(),
+                "loss_sym": loss_sym.item(), "loss_adv": loss_adv.item(), "loss_ip": loss_ip.item(),
+                "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+
+    # ---------------------------------------------------------------- use
+    def _device(self):
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def frontalize(self, photos: torch.Tensor, centres: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        """(N, 3, S, S) crops in the Multi-PIE frame and their (N, 4, 2) patch centres -> frontal faces.
+        z = 0 (the mean of the noise) for a deterministic output."""
+        from facegan.devices import inference_autocast
+
+        device, g = self._device(), self.G.eval()
+        out = []
+        with inference_autocast(device):
+            for i in range(0, len(photos), batch):
+                x = photos[i:i + batch].to(device)
+                z = torch.zeros(len(x), self.params.z_dim, device=device)
+                out.append(g(x, centres[i:i + batch].to(device), self.template, z)["image"].float().cpu())
+        return torch.cat(out)
+
+    def centres_at(self, yaw: float) -> np.ndarray:
+        """(4, 2) patch centres at `yaw` from the model fitted in prepare()."""
+        return predict_landmarks(self.yaw_model.cpu().numpy().astype(np.float64), yaw)
+
+    YAWS = tuple(range(-90, 91, 15))
+
+    def frame(self, image: np.ndarray, landmarks: np.ndarray, yaw: float | None = None):
+        """A photo into the training crops' frame: the similarity that maps the photo's four patch
+        centres (from its 68 landmarks) onto the yaw model's centres at `yaw`, or, when yaw is
+        None, at the Multi-PIE yaw whose centres it fits best (least mean residual after the
+        similarity). Returns (S x S crop, (4, 2) centres in it, yaw). Beyond ~45 degrees dlib's
+        landmarks are unreliable, so the estimate and the framing are too: give the yaw."""
+        from facegan.faces.align import transform_points, umeyama, warp
+        from facegan.faces.pose import patch_centres
+
+        found = np.stack([patch_centres(landmarks)[k] for k in PATCHES]).astype(np.float64)
+        best = None
+        for candidate in ([yaw] if yaw is not None else self.YAWS):
+            target = self.centres_at(candidate).astype(np.float64)
+            matrix = umeyama(found, target)
+            residual = float(np.linalg.norm(transform_points(found, matrix) - target, axis=1).mean())
+            if best is None or residual < best[0]:
+                best = (residual, candidate, matrix, target)
+        _, chosen, matrix, target = best
+        return warp(image, matrix, self.size), target.astype(np.float32), float(chosen)
+
+    def sample_grid(self, generator):
+        """Rows of 8: training inputs, their frontalisation, the true frontals."""
+        if self.examples is None:
+            raise RuntimeError("tpgan.sample_grid needs example pairs (set by the training loop)")
+        centres = self.examples["attributes"][:8, :8].reshape(-1, 4, 2)
+        self.G.eval()
+        with torch.no_grad():
+            out = self.G(self.examples["image"][:8], centres, self.template,
+                         torch.zeros(len(centres), self.params.z_dim, device=centres.device))["image"]
+        self.G.train()
+        return torch.cat([self.examples["image"][:8].float(), out.float(), self.examples["frontal"][:8].float()])
+
+    # ---------------------------------------------------------------- data and evaluation
+    @staticmethod
+    def training_data(root, params):
+        """Inputs (any yaw) of the training people, labels (N, 9): patch centres and yaw; paired
+        'frontal': the frontal image of the same person, session, recording and flash."""
+        from facegan.data.multipie import load_pairs
+
+        data = load_pairs(root, "train", params.size)
+        return data["inputs"], data["labels"], {}, {"frontal": data["frontals"]}
+
+    def evaluate(self, root, params, report_dir) -> dict:
+        from facegan.metrics.frontalization import evaluate_tpgan
+
+        return evaluate_tpgan(self, root, params, report_dir)

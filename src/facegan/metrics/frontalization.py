@@ -1,0 +1,211 @@
+"""TP-GAN's evaluation: does frontalising a face help a recognizer across pose?
+
+Protocol (after the paper's Multi-PIE identification, on the held-out people):
+the gallery is each test person's frontal photo under one flash
+(`train.tpgan.gallery_flash`); every other test image is a probe. A probe is
+identified as the gallery person nearest to it (rank 1), once from the raw
+input and once from its frontalisation, by two recognizers:
+- FaceNet (the converted model; cosine on its unit embeddings of the whole
+  crop). TP-GAN's L_ip used FaceNet features, so its figures may flatter;
+- dlib (its own pipeline: detector, 68 landmarks, chip, ResNet descriptor,
+  Euclidean). TP-GAN never saw dlib. Where dlib finds no face, the probe
+  counts as a miss (a wrong identification), and the found rate is reported.
+Results are grouped by |yaw| (15 ... 90; 0 = the other flashes' frontals).
+The gallery of the test people alone is small (6 in the subset: chance 1/6),
+so each figure is also given `_with_distractors`: the training people's
+frontal photos join the gallery (30 people, chance 1/30; the training people
+are never probes).
+
+UMIST (never trained on): 20 people turning from profile to frontal; the last
+image of each sequence (the most frontal) is the gallery, the others probes.
+Its pose is only the position in the sequence; yaw ~ 90 (1 - i / (n - 1)),
+rounded to 15 degrees, and UMIST's faces turn to the image's right (positive
+yaw in Multi-PIE's camera order). The grey 112 x 92 crops are padded to a
+square, resized to the model's side, and the patch centres are the yaw
+model's at that yaw: UMIST's framing is looser than Multi-PIE's crops.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facegan.data.datasets import to_tensor, to_uint8
+from facegan.data.multipie import frontal_photos
+
+
+def rank1(probes: np.ndarray, probe_ids, gallery: np.ndarray, gallery_ids, metric: str) -> np.ndarray:
+    """(P,) booleans: is the nearest gallery entry the probe's person? NaN rows (no face found)
+    count as wrong."""
+    probes, gallery = np.asarray(probes, np.float64), np.asarray(gallery, np.float64)
+    gallery_ids, probe_ids = np.asarray(gallery_ids).astype(str), np.asarray(probe_ids).astype(str)
+    if metric == "cosine":
+        unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+        score = unit(probes) @ unit(gallery).T
+    elif metric == "euclidean":
+        score = -np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=2)
+    else:
+        raise ValueError(f"metric must be cosine or euclidean, got {metric!r}")
+    score = np.where(np.isnan(score), -np.inf, score)
+    best = score.argmax(1)
+    valid = np.isfinite(score).any(1)
+    return valid & (gallery_ids[best] == probe_ids)
+
+
+def by_group(values: np.ndarray, groups) -> dict[str, float]:
+    groups = np.asarray(groups)
+    return {str(g): float(np.mean(values[groups == g])) for g in sorted(set(groups.tolist()))}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Per-image PSNR (dB) of images in [-1, 1], on the [0, 1] scale."""
+    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return (10 * torch.log10(1 / mse)).numpy()
+
+
+def symmetry_error(images: torch.Tensor) -> float:
+    """Mean |I - mirror(I)| on [0, 1]: 0 for a perfectly symmetric face about the crop's centre."""
+    return float(((images.float() - images.float().flip(3)).abs() / 2).mean())
+
+
+def identification(raw: np.ndarray, frontalized: torch.Tensor, probe_ids, gallery: np.ndarray, gallery_ids,
+                   groups, facenet, detectors, distractors: tuple[np.ndarray, np.ndarray] | None = None,
+                   workers: int = 2) -> dict:
+    """Rank-1 by group for FaceNet and dlib, raw inputs vs frontalised ones, against `gallery`
+    and, with `distractors` (images, ids of people who are never probes), against both.
+    raw, gallery, distractor images: (N, H, W, 3) uint8; frontalized: (N, 3, H, W) in [-1, 1]."""
+    from facegan.devices import inference_autocast
+    from facegan.metrics.identity import detected_dlib_descriptors, facenet_embeddings
+
+    gallery_ids = np.asarray(gallery_ids).astype(str)
+    everyone, everyone_ids = gallery, gallery_ids
+    if distractors is not None:
+        everyone = np.concatenate([gallery, distractors[0]])
+        everyone_ids = np.concatenate([gallery_ids, np.asarray(distractors[1]).astype(str)])
+    images = {"raw": to_tensor(raw), "frontalized": frontalized.float()}
+    features = {}
+    with inference_autocast("cpu"):
+        features["facenet"] = (facenet_embeddings(to_tensor(everyone), facenet),
+                               {kind: facenet_embeddings(probes, facenet) for kind, probes in images.items()})
+    everyone_dlib, everyone_found = detected_dlib_descriptors(everyone, detectors, workers=workers)
+    probe_dlib, found = {}, {}
+    for kind, probes in images.items():
+        probe_dlib[kind], found[kind] = detected_dlib_descriptors(to_uint8(probes), detectors, workers=workers)
+    features["dlib"] = (everyone_dlib, probe_dlib)
+
+    n = len(gallery)
+    result = {"gallery_people": int(len(set(gallery_ids.tolist()))), "dlib_gallery_found": int(everyone_found[:n].sum())}
+    result["chance"] = 1.0 / result["gallery_people"]
+    for recognizer, metric in (("facenet", "cosine"), ("dlib", "euclidean")):
+        reference, probes = features[recognizer]
+        for kind in images:
+            hits = rank1(probes[kind], probe_ids, reference[:n], gallery_ids, metric)
+            result[f"rank1_{recognizer}_{kind}"] = by_group(hits, groups)
+            if distractors is not None:
+                hits = rank1(probes[kind], probe_ids, reference, everyone_ids, metric)
+                result[f"rank1_{recognizer}_{kind}_with_distractors"] = by_group(hits, groups)
+    for kind in images:
+        result[f"dlib_face_found_{kind}"] = by_group(found[kind].astype(float), groups)
+    result["probes_per_group"] = {str(g): int(c) for g, c in zip(*np.unique(np.asarray(groups), return_counts=True))}
+    if distractors is not None:
+        result["gallery_people_with_distractors"] = int(len(set(everyone_ids.tolist())))
+        result["chance_with_distractors"] = 1.0 / result["gallery_people_with_distractors"]
+    return result
+
+
+def evaluate_tpgan(method, root: Path, params, report_dir: Path) -> dict:
+    from facegan.data.multipie import load_pairs
+    from facegan.reports import save_labelled_grid
+
+    p, size = method.params, method.size
+    test = load_pairs(root, "test", size)
+    rows = test["rows"]
+    inputs, truth = to_tensor(test["inputs"]), to_tensor(test["frontals"])
+    centres = torch.from_numpy(test["labels"][:, :8].reshape(-1, 4, 2))
+    outputs = method.frontalize(inputs, centres)
+    abs_yaw = rows["yaw"].abs().to_numpy()
+
+    result = {"test_people": int(rows["identity"].nunique()), "test_images": len(rows), "size": size}
+    l1 = ((outputs - truth).abs() / 2).flatten(1).mean(1).numpy()   # on [0, 1]
+    scores = psnr(outputs, truth)
+    result.update({"l1": float(l1.mean()), "psnr": float(scores.mean()), "l1_by_yaw": by_group(l1, abs_yaw),
+                   "psnr_by_yaw": by_group(scores, abs_yaw), "symmetry_error": symmetry_error(outputs),
+                   "symmetry_error_true_frontal": symmetry_error(truth)})
+
+    gallery_rows = np.flatnonzero((rows["yaw"] == 0).to_numpy() & (rows["flash"] == p.gallery_flash).to_numpy())
+    if len(gallery_rows) != result["test_people"]:
+        raise ValueError(f"tpgan: {len(gallery_rows)} frontal photos under flash {p.gallery_flash} for "
+                         f"{result['test_people']} test people; set train.tpgan.gallery_flash to a flash every "
+                         f"person has")
+    probe_rows = np.setdiff1d(np.arange(len(rows)), gallery_rows)
+    result["gallery_flash"] = p.gallery_flash
+    ids = rows["identity"].to_numpy()
+    # the training people's frontal photos as distractors: a harder gallery than the test people alone
+    distractors = frontal_photos(root, "train", p.gallery_flash, size)
+    result.update(identification(test["inputs"][probe_rows], outputs[probe_rows], ids[probe_rows],
+                                 test["inputs"][gallery_rows], ids[gallery_rows], abs_yaw[probe_rows], method.f,
+                                 p.eval_detectors, distractors))
+    multipie_grid(rows, inputs, outputs, truth, p.gallery_flash, report_dir / "frontalization_by_yaw.png",
+                  save_labelled_grid)
+    if p.eval_umist:
+        result["umist"] = evaluate_umist(method, root, report_dir, save_labelled_grid)
+    return result
+
+
+def multipie_grid(rows, inputs, outputs, truth, flash, path, save) -> None:
+    """Two test people under the gallery flash: input, frontalised and true frontal at each yaw."""
+    people = sorted(rows["identity"].unique())[:2]
+    tiles, labels = [], []
+    for person in people:
+        chosen = np.array(rows[(rows["identity"] == person) & (rows["flash"] == flash)].sort_values("yaw").index)
+        tiles += [inputs[chosen], outputs[chosen], truth[chosen]]
+        labels += [f"{person} input", "frontalized", "true frontal"]
+    columns = len(tiles[0])
+    save(torch.cat(tiles), labels, path, per_row=columns)
+
+
+def umist_inputs(root: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """UMIST's raw grey crops as (N, size, size, 3) uint8 (padded square with the edge colour) and
+    the manifest with `yaw_estimate`."""
+    from PIL import Image
+
+    from facegan.data.manifest import read_manifest
+
+    folder = Path(root) / "data" / "raw" / "umist"
+    frame = read_manifest(folder)
+    images = []
+    for path in frame["path"]:
+        grey = np.asarray(Image.open(folder / path).convert("L"))
+        side = max(grey.shape)
+        pad_y, pad_x = side - grey.shape[0], side - grey.shape[1]
+        square = np.pad(grey, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge")
+        resized = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))
+        images.append(np.repeat(resized[:, :, None], 3, axis=2))
+    position = frame["sequence_index"].to_numpy(float) / np.maximum(frame["sequence_length"].to_numpy(float) - 1, 1)
+    frame = frame.assign(yaw_estimate=(np.round(90 * (1 - position) / 15) * 15).astype(int))
+    return np.stack(images), frame
+
+
+def evaluate_umist(method, root, report_dir, save) -> dict:
+    p = method.params
+    images, frame = umist_inputs(root, method.size)
+    centres = torch.from_numpy(np.stack([method.centres_at(y) for y in frame["yaw_estimate"]]))
+    outputs = method.frontalize(to_tensor(images), centres)
+    last = (frame["sequence_index"] == frame["sequence_length"] - 1).to_numpy()
+    identities = frame["identity"].astype(str).to_numpy()
+    result = {"people": int(frame["identity"].nunique()), "images": len(frame),
+              "pose": "yaw_estimate = 90 (1 - sequence position), rounded to 15 degrees"}
+    result.update(identification(images[~last], outputs[~last], identities[~last], images[last], identities[last],
+                                 frame["yaw_estimate"].to_numpy()[~last], method.f, p.eval_detectors))
+    chosen = []
+    for person in sorted(frame["identity"].unique())[:4]:
+        sequence = np.flatnonzero(identities == person)
+        chosen.append(sequence[np.linspace(0, len(sequence) - 1, 8).round().astype(int)])
+    tiles, labels = [], []
+    for person_rows in chosen:
+        tiles += [to_tensor(images[person_rows]), outputs[person_rows]]
+        labels += [f"{identities[person_rows[0]]} input", "frontalized"]
+    save(torch.cat(tiles), labels, Path(report_dir) / "umist_frontalization.png", per_row=8)
+    return result

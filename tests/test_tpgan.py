@@ -1,0 +1,198 @@
+"""TP-GAN: patches at the template, every loss term, the identification protocol, `facegan frontalize`."""
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from facegan import cli
+from facegan.faces.pose import PATCHES, patch_box
+from facegan.methods import build_method
+from facegan.methods.tpgan import LABEL_COLUMNS, patch_sizes, symmetry_loss
+from facegan.metrics.frontalization import psnr, rank1, symmetry_error
+from facegan.train.data import make_batches
+from facegan.train.loop import step_generator
+from test_training import tiny_data, tiny_params
+
+
+@pytest.fixture
+def tpgan(pretrained_root):
+    method = build_method("tpgan", tiny_params())
+    method.setup(pretrained_root, "cpu")
+    batches = make_batches(tiny_data(method="tpgan"), 8, 0, flip=False)
+    method.prepare(batches.labels)
+    method.optimizers = method.configure_optimizers()
+    return method, batches
+
+
+def test_every_loss_term_is_finite_and_l_syn_is_their_weighted_sum(tpgan):
+    method, batches = tpgan
+    f_before = {k: v.clone() for k, v in method.f.state_dict().items()}
+    losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
+    assert set(losses) == {"loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_tv",
+                           "loss_g"}
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses["loss_ip"] > 0 and losses["loss_pixel_local"] > 0
+    p = method.params
+    assert (p.lambda_sym, p.lambda_adv, p.lambda_ip, p.lambda_tv) == (0.3, 1e-3, 3e-3, 1e-4)   # the paper's
+    expected = (losses["loss_pixel"] + p.lambda_sym * losses["loss_sym"] + p.lambda_adv * losses["loss_adv"]
+                + p.lambda_ip * losses["loss_ip"] + p.lambda_tv * losses["loss_tv"])
+    assert losses["loss_g"] == pytest.approx(expected, rel=1e-5)
+    assert all(torch.equal(v, f_before[k]) for k, v in method.f.state_dict().items())   # FaceNet is fixed
+    assert not any(k.startswith("f.") for k in method.state_dict())
+
+
+def test_template_is_the_mean_of_the_frontal_inputs(tpgan):
+    method, batches = tpgan
+    labels = batches.labels
+    frontal = labels[labels[:, 8] == 0, :8].reshape(-1, 4, 2)
+    assert torch.allclose(method.template, frontal.mean(0))
+    assert method.yaw_model.abs().sum() > 0
+    with pytest.raises(ValueError, match="no frontal"):
+        method.prepare(labels[labels[:, 8] != 0])
+    with pytest.raises(ValueError, match=f"{LABEL_COLUMNS} columns"):
+        method.prepare(labels[:, :8])
+
+
+def test_patches_land_inside_the_image_at_the_template_positions(tpgan):
+    method, _ = tpgan
+    g, size = method.G, method.size
+    image = torch.zeros(1, 3, size, size)
+    for k, name in enumerate(PATCHES):
+        height, width = patch_sizes(size)[name]
+        centre = method.template[k]
+        x0, y0, x1, y1 = patch_box(centre.tolist(), (height, width), size)
+        assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
+        assert abs((x0 + x1) / 2 - centre[0]) <= 1 and abs((y0 + y1) / 2 - centre[1]) <= 1
+        marked = image.clone()
+        marked[:, :, y0:y1, x0:x1] = 1
+        crop = g.crop(marked, method.template[None], name)
+        assert crop.shape == (1, 3, height, width) and bool((crop == 1).all())
+        placed = g.place(torch.ones(1, 1, height, width), (x0, y0, x1, y1))
+        assert placed.shape[-2:] == (size, size) and placed.sum() == height * width
+        assert placed[0, 0, y0:y1, x0:x1].all()
+        # centres off the image still give whole patches inside it
+        corner = g.crop(image, torch.full((1, 4, 2), -50.0), name)
+        assert corner.shape == (1, 3, height, width)
+
+
+def test_symmetry_and_pixel_metrics():
+    half = torch.rand(2, 3, 8, 4) * 2 - 1
+    mirrored = torch.cat([half, half.flip(3)], 3)
+    assert symmetry_loss(mirrored) == 0 and symmetry_error(mirrored) == 0
+    assert symmetry_loss(torch.cat([half, -half.flip(3)], 3)) > 0
+    a = torch.zeros(1, 3, 4, 4)
+    assert psnr(a, a + 0.2)[0] == pytest.approx(20.0, abs=1e-4)   # error 0.1 on [0, 1]: 20 dB
+
+
+def test_rank1_counts_a_face_not_found_as_a_miss():
+    gallery = np.eye(3)
+    probes = np.array([[1, 0.1, 0], [0, 1, 0.1], [np.nan] * 3, [0.1, 0, 1]])
+    ids = ["a", "b", "c", "c"]
+    assert rank1(probes, ids, gallery, ["a", "b", "c"], "cosine").tolist() == [True, True, False, True]
+    assert rank1(probes, ids, gallery, ["a", "b", "c"], "euclidean").tolist() == [True, True, False, True]
+
+
+def test_umist_pose_from_the_sequence(mirror, tmp_path):
+    from facegan.config import SourceParams
+    from facegan.data.manifest import write_manifest
+    from facegan.data.umist import import_umist
+    from facegan.metrics.frontalization import umist_inputs
+
+    out = tmp_path / "data" / "raw" / "umist"
+    frame, _ = import_umist(mirror / "umist", out, SourceParams(folder="umist", max_images=40), 0)
+    write_manifest(frame.assign(split="test"), out)
+    images, frame = umist_inputs(tmp_path, 64)
+    assert images.shape == (len(frame), 64, 64, 3)
+    first = frame.groupby("identity")["sequence_index"].idxmin()
+    last = frame.index[frame["sequence_index"] == frame["sequence_length"] - 1]
+    assert (frame.loc[first, "yaw_estimate"] == 90).all() and (frame.loc[last, "yaw_estimate"] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tpgan_project(tmp_path_factory, pretrained_root, mirror):
+    """Four Multi-PIE people through the `multipie` stage (2 train, 2 test) and a 2-step TP-GAN."""
+    from facegan.config import Params, build
+    from facegan.data.multipie import run_multipie
+    from facegan.methods.tpgan import TPGAN
+    from facegan.train.loop import Context, Trainer
+    from test_config import REPO
+
+    root = tmp_path_factory.mktemp("tpgan_project")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copytree(pretrained_root / "models", root / "models")
+    run_multipie(build(Params, {"multipie": {"max_images": 312, "split": {"train": 0.5, "val": 0.0, "test": 0.5}}}),
+                 mirror, root)
+    from facegan.config import SourceParams
+    from facegan.data.manifest import write_manifest
+    from facegan.data.umist import import_umist
+
+    umist = root / "data" / "raw" / "umist"
+    frame, _ = import_umist(mirror / "umist", umist, SourceParams(folder="umist", max_images=60), 0)
+    write_manifest(frame.assign(split="test"), umist)
+    params = tiny_params(2)
+    data = TPGAN.training_data(root, params.train.tpgan)
+    Trainer("tpgan", params, make_batches(data, 8, 0, flip=False), root / "models" / "tpgan",
+            root / "reports" / "train" / "tpgan", Context(), size=64, root=root).fit()
+    return root
+
+
+def test_training_pairs_never_cross_people(tpgan_project):
+    from facegan.data.multipie import load_pairs
+
+    pairs = load_pairs(tpgan_project, "train", 64)
+    rows = pairs["rows"]
+    person = rows["identity"].astype(int)
+    assert (rows["path"].str[7:10].astype(int) == person).all()
+    assert (rows["frontal_path"].str[7:10].astype(int) == person).all()
+    assert rows["frontal_path"].str.contains("_051_").all()
+    assert pairs["inputs"].shape == pairs["frontals"].shape == (len(rows), 64, 64, 3)
+    assert set(np.unique(pairs["labels"][:, 8])) == set(range(-90, 91, 15))
+
+
+def test_evaluation_on_held_out_people(tpgan_project):
+    from facegan.config import EvalParams
+    from facegan.train.loop import load_trained
+
+    method = load_trained("tpgan", tpgan_project)
+    method.params = dataclasses.replace(method.params, eval_umist=True)
+    report = tpgan_project / "reports" / "eval" / "tpgan"
+    result = method.evaluate(tpgan_project, EvalParams(), report)
+    assert result["test_people"] == 2 and result["gallery_people"] == 2 and result["chance"] == 0.5
+    assert result["gallery_people_with_distractors"] == 4 and result["chance_with_distractors"] == 0.25
+    yaws = [str(y) for y in range(0, 91, 15)]
+    for key in ("rank1_facenet_raw", "rank1_facenet_frontalized", "rank1_dlib_raw", "rank1_dlib_frontalized",
+                "rank1_facenet_frontalized_with_distractors", "rank1_dlib_raw_with_distractors"):
+        assert list(result[key]) == yaws and all(0 <= v <= 1 for v in result[key].values())
+    found = result["dlib_face_found_raw"]
+    assert found["0"] == 1.0 and found["90"] < 1.0    # dlib's frontal detector misses profiles: counted as misses
+    assert result["probes_per_group"]["90"] == 24      # 2 people x 2 profiles x 6 flashes
+    assert np.isfinite(result["psnr"]) and 0 < result["l1"] < 1
+    assert result["umist"]["people"] == 4 and result["umist"]["images"] == 60   # 19 images a person
+    assert (report / "frontalization_by_yaw.png").exists() and (report / "umist_frontalization.png").exists()
+
+
+def test_frontalize_a_real_profile(tpgan_project, mirror, no_face_photo, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tpgan_project)
+    profile = sorted((mirror / "multipie" / "020").glob("020_01_01_090_07_*.png"))[0]   # camera 090: -60 degrees
+    out = tpgan_project / "out" / "frontal.png"
+    assert cli.main(["frontalize", str(profile), "--yaw", "-60", "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64) and (out.parent / "frontal_compare.png").exists()
+    assert "yaw -60 degrees (given)" in capsys.readouterr().out
+    assert cli.main(["frontalize", str(profile), "--out", str(out)]) == 0
+    assert "estimated from the landmarks" in capsys.readouterr().out
+    assert cli.main(["frontalize", str(no_face_photo), "--out", str(tpgan_project / "x.png")]) == 1
+    assert f"{no_face_photo}: no face found" in capsys.readouterr().err
+    assert cli.main(["frontalize", str(profile), "--yaw", "120", "--out", str(out)]) == 2
+
+
+def test_frontalize_before_training_says_which_stage(tmp_path, london_photo, monkeypatch, capsys):
+    from test_config import REPO
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["frontalize", str(london_photo), "--out", "o.png"]) == 2
+    assert "dvc repro train@tpgan" in capsys.readouterr().err
