@@ -184,6 +184,9 @@ def test_frontalize_a_real_profile(tpgan_project, mirror, no_face_photo, monkeyp
     assert "yaw -60 degrees (given)" in capsys.readouterr().out
     assert cli.main(["frontalize", str(profile), "--out", str(out)]) == 0
     assert "estimated from the landmarks" in capsys.readouterr().out
+    assert cli.main(["frontalize", str(profile), "--as-is", "--yaw", "-60", "--out", str(out)]) == 0
+    assert "photo used as framed" in capsys.readouterr().out
+    assert cli.main(["frontalize", str(profile), "--as-is", "--out", str(out)]) == 2
     assert cli.main(["frontalize", str(no_face_photo), "--out", str(tpgan_project / "x.png")]) == 1
     assert f"{no_face_photo}: no face found" in capsys.readouterr().err
     assert cli.main(["frontalize", str(profile), "--yaw", "120", "--out", str(out)]) == 2

@@ -54,22 +54,30 @@ def align_params() -> AlignParams:
         return AlignParams()
 
 
+def read_photo(path: Path):
+    """The photo as RGB uint8, or None after printing why it cannot be read."""
+    from facegan.data.images import load_rgb
+
+    try:
+        return load_rgb(path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def detected_faces(paths: list[Path], detect_side: int, keep, backend: str = "dlib"):
     """keep(path, photo, Detection) for each photo in which a face is found (the largest, said
     when there were several; the photo itself is not held); each failure (unreadable file, no
     face) is printed as one line naming the file. Returns (list, failures)."""
     from tqdm import tqdm
 
-    from facegan.data.images import load_rgb
     from facegan.faces.landmarks import Landmarker
 
     landmarker = Landmarker(backend, "cpu", detect_side)
     faces, failures = [], 0
     for path in tqdm(paths, desc="detect faces", unit="img", disable=None):
-        try:
-            image = load_rgb(path)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
+        image = read_photo(path)
+        if image is None:
             failures += 1
             continue
         found = landmarker.detect(image, ["hog", "cnn"])
@@ -260,6 +268,23 @@ def cmd_emojify(args) -> int:
     return 1 if failures else 0
 
 
+def as_is_crops(paths: list[Path], method, yaw: float | None):
+    """Photos already framed like the training crops (Multi-PIE's, UMIST's): padded square and
+    resized, the patch centres the yaw model's at the given yaw (no detection)."""
+    from facegan.data.multipie import pad_to_square, resize_square
+
+    if yaw is None:
+        raise UserError("--as-is needs --yaw: without detection the yaw places the patches")
+    faces, failures = [], 0
+    for path in paths:
+        image = read_photo(path)
+        if image is None:
+            failures += 1
+            continue
+        faces.append((path, resize_square(pad_to_square(image), method.size), method.centres_at(yaw), float(yaw)))
+    return faces, failures
+
+
 def cmd_frontalize(args) -> int:
     """TP-GAN: frame each face like the Multi-PIE crops (yaw estimated from its landmarks, or
     --yaw), then synthesise the frontal view."""
@@ -273,8 +298,11 @@ def cmd_frontalize(args) -> int:
                         "image's left)")
     paths = expand_inputs(args.photos)
     target_of = output_targets(paths, args.out, "frontal")
-    faces, failures = detected_faces(paths, align_params().detect_side,
-                                     lambda path, image, found: (path, *method.frame(image, found.landmarks, args.yaw)))
+    if args.as_is:
+        faces, failures = as_is_crops(paths, method, args.yaw)
+    else:
+        faces, failures = detected_faces(paths, align_params().detect_side, lambda path, image, found: (
+            path, *method.frame(image, found.landmarks, args.yaw)))
     for path, crop, centres, yaw in faces:
         photo = to_tensor(crop[None])
         frontal = method.frontalize(photo, torch.from_numpy(centres[None]))
@@ -282,6 +310,7 @@ def cmd_frontalize(args) -> int:
         save_rgb(to_uint8(frontal)[0], target)
         save_rgb(to_uint8(torch.cat([photo, frontal], 3))[0], target.with_name(target.stem + "_compare.png"))
         how = "given" if args.yaw is not None else "estimated from the landmarks"
+        how += ", photo used as framed" if args.as_is else ""
         print(f"{target}: yaw {yaw:+.0f} degrees ({how}); {target.stem}_compare.png: framed input | frontal")
     return 1 if failures else 0
 
@@ -383,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     frontalize.add_argument("--yaw", type=float, default=None,
                             help="the face's yaw in degrees, -90 (turned to the image's left) .. 90; beyond "
                                  "about 45 degrees the landmark estimate is unreliable, so give it")
+    frontalize.add_argument("--as-is", action="store_true",
+                            help="the photos are already face crops framed like Multi-PIE's (or UMIST's): skip "
+                                 "detection and framing (needs --yaw)")
     frontalize.set_defaults(func=cmd_frontalize)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)

@@ -318,7 +318,7 @@ class TPGANParams(MethodParams):
     local_width: int = bounded(16, 2, 1024)    # local pathways: w at the patch, doubled per halving
     d_width: int = bounded(16, 2, 1024)
     z_dim: int = bounded(64, 1, 4096)          # noise appended at the bottleneck (the paper: 100)
-    lr: float = bounded(1e-4, 1e-7, 1.0)
+    lr: float = bounded(5e-4, 1e-7, 1.0)
     beta1: float = bounded(0.5, 0.0, 0.999)
     lambda_sym: float = bounded(0.3, 0.0)      # the paper's lambda_1 .. lambda_4
     lambda_adv: float = bounded(1e-3, 0.0)

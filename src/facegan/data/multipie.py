@@ -155,6 +155,14 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
     return write_metrics(root, "multipie", summary)
 
 
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """Pad the short side (both ends, repeating the edge) to a square."""
+    side = max(image.shape[:2])
+    pad_y, pad_x = side - image.shape[0], side - image.shape[1]
+    widths = [(pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, widths, mode="edge")
+
+
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 

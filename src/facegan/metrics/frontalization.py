@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from facegan.data.datasets import to_tensor, to_uint8
-from facegan.data.multipie import frontal_photos
+from facegan.data.multipie import frontal_photos, pad_to_square, resize_square
 
 
 def rank1(probes: np.ndarray, probe_ids, gallery: np.ndarray, gallery_ids, metric: str) -> np.ndarray:
@@ -175,14 +175,8 @@ def umist_inputs(root: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
 
     folder = Path(root) / "data" / "raw" / "umist"
     frame = read_manifest(folder)
-    images = []
-    for path in frame["path"]:
-        grey = np.asarray(Image.open(folder / path).convert("L"))
-        side = max(grey.shape)
-        pad_y, pad_x = side - grey.shape[0], side - grey.shape[1]
-        square = np.pad(grey, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)), mode="edge")
-        resized = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))
-        images.append(np.repeat(resized[:, :, None], 3, axis=2))
+    images = [resize_square(pad_to_square(np.asarray(Image.open(folder / path).convert("RGB"))), size)
+              for path in frame["path"]]
     position = frame["sequence_index"].to_numpy(float) / np.maximum(frame["sequence_length"].to_numpy(float) - 1, 1)
     frame = frame.assign(yaw_estimate=(np.round(90 * (1 - position) / 15) * 15).astype(int))
     return np.stack(images), frame
