@@ -32,6 +32,8 @@ def load_images(folder: Path, splits: list[str] | None = None) -> tuple[np.ndarr
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], the convention of every network here."""
+    if not images.flags.writeable:   # a view of a decoded PIL image: torch warns on read-only memory
+        images = images.copy()
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
