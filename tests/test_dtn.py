@@ -11,7 +11,7 @@ from facegan.methods import build_method
 from facegan.methods.dtn import FROM_S, FROM_T, REAL_T, f_constancy, retrieval, total_variation
 from facegan.train.data import make_batches
 from facegan.train.loop import step_generator
-from test_training import tiny_data, tiny_params, train
+from test_training import tiny_data, tiny_params, trained_project
 
 
 @pytest.fixture
@@ -92,14 +92,7 @@ def test_f_constancy_and_retrieval_figures():
 
 @pytest.fixture(scope="module")
 def dtn_project(tmp_path_factory, pretrained_root):
-    from test_config import REPO
-
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    shutil.copytree(pretrained_root / "models", root / "models")
-    train(root / "run", 2, method="dtn", root=root)
-    (root / "run" / "models").rename(root / "models" / "dtn")
-    return root
+    return trained_project(tmp_path_factory.mktemp("project"), "dtn", pretrained_root)
 
 
 def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from facegan.methods.fader import attribute_channels, attribute_nll, lambda_e_at
 from facegan.metrics.attributes import AttributeClassifier, save as save_judge
 from facegan.train.data import InMemoryBatches
 from facegan.train.loop import step_generator
-from test_training import tiny_data, tiny_params, train
+from test_training import tiny_data, tiny_params, trained_project
 
 
 def tiny_fader():
@@ -78,13 +78,7 @@ def test_swap_and_slider_edit_only_the_asked_attribute():
 @pytest.fixture(scope="module")
 def fader_project(tmp_path_factory):
     """A project folder with a tiny trained fader and a tiny attribute judge, for the CLI."""
-    from test_config import REPO
-
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    train(root / "run", 2, method="fader")
-    (root / "models").mkdir()
-    (root / "run" / "models").rename(root / "models" / "fader")
+    root = trained_project(tmp_path_factory.mktemp("project"), "fader")
     torch.manual_seed(0)
     save_judge(AttributeClassifier(["Male", "Young", "Blond_Hair", "Attractive", "Smiling"], 4),
                root / "models" / "attr_classifier")

@@ -31,6 +31,8 @@ TINY = {
     "train.dtn.eval_retrieval": 8, "train.dtn.eval_retrieval_sets": 2, "train.dtn.eval_identity": 8,
     "train.tpgan.size": 64, "train.tpgan.width": 4, "train.tpgan.local_width": 4, "train.tpgan.d_width": 4,
     "train.tpgan.z_dim": 8,
+    "train.geogan.width": 4, "train.geogan.d_width": 4, "train.geogan.eval_identity": 8,
+    "train.geogan.eval_landmark_faces": 8,
 }
 
 
@@ -123,6 +125,14 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     curve = pd.read_csv(repo / "reports/train/tpgan/losses.csv")
     assert len(curve) == 3 and curve[["loss_pixel", "loss_sym", "loss_ip", "loss_adv"]].notna().all().all()
 
+    geogan = metrics["geogan"]
+    assert {"transfer_success", "judge_sees_attribute_on_a", "judge_sees_attribute_on_b", "identity_acc",
+            "identity_ceiling", "landmark_error_before", "landmark_error_after_flow", "fid", "kid",
+            "london_people"} <= set(geogan) and geogan["attribute"] == "Smiling"
+    assert all((repo / "reports/eval/geogan" / name).exists() for name in ("transfers.png",))
+    curve = pd.read_csv(repo / "reports/train/geogan/losses.csv")
+    assert len(curve) == 3 and curve[["loss_lm", "loss_rec", "loss_mask", "loss_cls"]].notna().all().all()
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "multipie", "align", "render_avatars", "data_quality",
@@ -130,7 +140,7 @@ def test_dvc_repro_tiny(tmp_path, mirror):
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
                                           "evaluate@fader", "train@dtn", "evaluate@dtn", "train@tpgan",
-                                          "evaluate@tpgan"))
+                                          "evaluate@tpgan", "train@geogan", "evaluate@geogan"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -21,7 +21,8 @@ TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2, "eval_identity": 4},
                 "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "eval_retrieval": 4,
                         "eval_retrieval_sets": 2, "eval_identity": 4},
-                "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8, "eval_umist": False}}
+                "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8, "eval_umist": False},
+                "geogan": {"width": 4, "d_width": 4}}
 
 
 def tiny_params(tmp_steps: int = 4, **common) -> Params:
@@ -48,6 +49,10 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
         yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
         labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
         return images, labels, {}, {"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)}
+    if method == "geogan":  # A and B (the reference set), each with 68 landmarks (flattened) in the crop
+        def landmarks(m):
+            return (rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))).astype(np.float32)
+        return images, landmarks(n), {"ref": (rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), landmarks(n))}
     if method == "beholder":
         return images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32)
     if method == "fader":
@@ -56,7 +61,7 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader, tpgan"):
+    with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader, geogan, tpgan"):
         method_class("stargan")
 
 
@@ -89,6 +94,22 @@ def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None,
                       tmp / "reports", Context(), root=root)
     trainer.fit()
     return trainer
+
+
+def trained_project(root: Path, method: str, pretrained: Path | None = None) -> Path:
+    """A project folder (params.yaml, models/pretrained/ when given) holding a 2-step `method`
+    in models/<method>/, for the CLI tests."""
+    import shutil
+
+    from test_config import REPO
+
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    if pretrained is not None:
+        shutil.copytree(pretrained / "models", root / "models")
+    train(root / "run", 2, method=method, root=root if pretrained is not None else None)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "run" / "models").rename(root / "models" / method)
+    return root
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path):

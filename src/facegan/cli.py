@@ -11,8 +11,9 @@ facegan edit photo.jpg [more | folder] --attr Male=0.2 Young=1 --out out.png
 facegan emojify photo.jpg [more | folder] --out avatar.png   DTN: the face as a cartoon avatar
 facegan frontalize photo.jpg [more | folder] [--yaw -60] --out frontal.png
                                                              TP-GAN: the face seen from the front
+facegan transfer photo.jpg [more | folder] --ref smiling.jpg --out out.png
+                                                             GeoGAN: the reference's attribute onto the photo
 facegan info                                                 what the pipeline has produced so far
-More method subcommands (transfer) join as their methods land.
 """
 from __future__ import annotations
 
@@ -315,6 +316,32 @@ def cmd_frontalize(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_transfer(args) -> int:
+    """GeoGAN: a_y = G(a, b_y) for each aligned source face a and the aligned reference b_y."""
+    import torch
+
+    from facegan.data.datasets import to_tensor, to_uint8
+
+    method = trained("geogan")
+    reference, failed = aligned_faces([args.ref], method.image_size, align_params())
+    if failed:
+        raise UserError(f"--ref {args.ref}: no usable reference face (see above)")
+    paths = expand_inputs(args.photos)
+    target_of = output_targets(paths, args.out, "transfer")
+    faces, failures = aligned_faces(paths, method.image_size, align_params())
+    b = to_tensor(reference[0][1][None])
+    for path, crop in faces:
+        a = to_tensor(crop[None])
+        parts = method.transfer(a, b)
+        target = target_of(path)
+        save_rgb(to_uint8(parts["output"])[0], target)
+        strip = torch.cat([a, b, parts["warped"], parts["mask"].expand(-1, 3, -1, -1) * 2 - 1, parts["output"]], 3)
+        save_rgb(to_uint8(strip)[0], target.with_name(target.stem + "_compare.png"))
+        print(f"{target}: {method.params.attribute} of {args.ref.name} moved onto {path.name} ({target.stem}"
+              "_compare.png: photo | reference | warped reference | mask | output)")
+    return 1 if failures else 0
+
+
 def cmd_generate(args) -> int:
     import torch
     from torchvision.utils import save_image
@@ -416,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the photos are already face crops framed like Multi-PIE's (or UMIST's): skip "
                                  "detection and framing (needs --yaw)")
     frontalize.set_defaults(func=cmd_frontalize)
+    transfer = sub.add_parser("transfer", help="GeoGAN: give faces in photos the attribute a reference face has",
+                              description="Detect and align each face and the reference, warp the reference onto "
+                                          "the face's geometry with the learnt flow, blend it in through the mask "
+                                          "and refine (the attribute the model was trained for: Smiling by default).")
+    transfer.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    transfer.add_argument("--ref", type=Path, required=True, help="a photo of a face that has the attribute")
+    transfer.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
+    transfer.set_defaults(func=cmd_transfer)
     info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
     info.set_defaults(func=cmd_info)
     return parser

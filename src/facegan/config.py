@@ -330,6 +330,23 @@ class TPGANParams(MethodParams):
 
 
 @dataclass(frozen=True)
+class GeoGANParams(MethodParams):
+    attribute: Literal["Smiling", "Eyeglasses"] = "Smiling"   # y: moved from the reference b onto a
+    width: int = bounded(16, 2, 1024)          # every encoder-decoder: w at 64 x 64, doubled per halving
+    d_width: int = bounded(32, 2, 1024)
+    max_flow: float = bounded(0.5, 0.01, 2.0)  # |flow| bound, in grid units (1 = half the image side)
+    lr: float = bounded(2e-4, 1e-7, 1.0)
+    beta1: float = bounded(0.5, 0.0, 0.999)
+    lambda_cls: float = bounded(0.2, 0.0)      # domain classification (the authors' example: 0.2)
+    lambda_rec: float = bounded(10.0, 0.0)     # cycle reconstruction, L1
+    lambda_flow: float = bounded(1.0, 0.0)     # landmark loss + flow TV (their lambda_flow_reg: 1)
+    lambda_flow_tv: float = bounded(0.1, 0.0)  # TV of the flow inside L_flow (their lambda_tv: 0.1)
+    lambda_mask: float = bounded(0.1, 0.0)     # mask sparsity (their lambda_mask: 0.1)
+    eval_identity: int = bounded(200, 2, 100_000)        # outputs dlib verifies against another photo of a's person
+    eval_landmark_faces: int = bounded(200, 2, 100_000)  # warped references whose landmarks dlib measures
+
+
+@dataclass(frozen=True)
 class TrainParams:
     common: TrainCommonParams = field(default_factory=TrainCommonParams)
     cgan: CGANParams = field(default_factory=CGANParams)
@@ -337,6 +354,7 @@ class TrainParams:
     fader: FaderParams = field(default_factory=FaderParams)
     dtn: DTNParams = field(default_factory=DTNParams)
     tpgan: TPGANParams = field(default_factory=TPGANParams)
+    geogan: GeoGANParams = field(default_factory=GeoGANParams)
 
 
 @dataclass(frozen=True)

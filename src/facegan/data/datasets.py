@@ -49,3 +49,23 @@ def celeba_attributes(root: Path, attributes: list[str], split: str) -> tuple[np
         raise KeyError(f"{set_folder(root, 'celeba')}/manifest.csv has no column {missing[0]!r} "
                        f"(attributes: {', '.join(attributes)})")
     return images, frame[list(attributes)].to_numpy(), frame
+
+
+def faces_with_landmarks(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Aligned CelebA faces of one split, their 68 landmarks in crop pixels (N, 68, 2), and the
+    manifest rows. Faces without landmarks (none in `landmarks` mode) raise, naming the file."""
+    folder = set_folder(root, "celeba")
+    images, frame = load_images(folder, [split])
+    with np.load(folder / "landmarks.npz", allow_pickle=False) as f:
+        position = {path: i for i, path in enumerate(f["path"].astype(str))}
+        aligned = f["aligned"]
+    missing = [p for p in frame["path"] if p not in position]
+    if missing:
+        raise ValueError(f"{folder}/landmarks.npz has no row for {missing[0]} ({len(missing)} in all): "
+                         "run `dvc repro align`")
+    landmarks = aligned[[position[p] for p in frame["path"]]].astype(np.float32)
+    bad = np.isnan(landmarks).any(axis=(1, 2))
+    if bad.any():
+        raise ValueError(f"{folder}: {int(bad.sum())} {split} faces have no landmarks "
+                         f"(first: {frame['path'][int(np.argmax(bad))]})")
+    return images, landmarks, frame

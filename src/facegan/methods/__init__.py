@@ -6,9 +6,10 @@ from facegan.methods.beholder import BeholderGAN
 from facegan.methods.cgan import CGAN
 from facegan.methods.dtn import DomainTransferNetwork
 from facegan.methods.fader import FaderNetwork
+from facegan.methods.geogan import GeoGAN
 from facegan.methods.tpgan import TPGAN
 
-REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN, BeholderGAN, FaderNetwork, DomainTransferNetwork, TPGAN)}
+REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (CGAN, BeholderGAN, FaderNetwork, DomainTransferNetwork, TPGAN, GeoGAN)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -104,3 +104,34 @@ class Generator(nn.Module):
         for block in self.blocks:
             x = block(x, condition)
         return torch.tanh(self.out(F.relu(self.out_norm(x))))
+
+
+class EncoderDecoder(nn.Module):
+    """A U-Net: `depth` stride-2 conv blocks (BatchNorm, LeakyReLU 0.2) from w to w 2^depth
+    channels, back up by nearest x2 + conv (BatchNorm, ReLU) with the encoder's map of the same
+    scale concatenated, then a 3 x 3 conv to `cout` channels (no activation)."""
+
+    def __init__(self, cin: int, cout: int, width: int, depth: int):
+        super().__init__()
+        channels = [width * 2 ** i for i in range(depth + 1)]
+
+        def block(i, o, stride=1, act=None):
+            return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), act or nn.LeakyReLU(0.2))
+
+        self.encoder = nn.ModuleList([block(cin, channels[0])] +
+                                     [block(channels[i], channels[i + 1], 2) for i in range(depth)])
+        self.decoder = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                                   block(channels[i + 1] * (1 if i + 1 == depth else 2), channels[i],
+                                                         act=nn.ReLU()))
+                                     for i in reversed(range(depth)))
+        self.out = nn.Conv2d(2 * channels[0], cout, 3, 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+        x = skips.pop()
+        for block in self.decoder:
+            x = torch.cat([block(x), skips.pop()], 1)
+        return self.out(x)

@@ -96,6 +96,6 @@ def make_batches(data: tuple, batch_size: int, seed: int, rank: int = 0, world_s
     main = InMemoryBatches(images, labels, batch_size, seed, rank, world_size, flip, paired)
     if not rest or not rest[0]:
         return main
-    aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size)
+    aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size, flip)
            for k, (name, (a_images, a_labels)) in enumerate(sorted(rest[0].items()))}
     return JointBatches(main, aux)

@@ -1,0 +1,251 @@
+"""GeoGAN (Yin, Liu & Loy, AAAI 2019, arXiv 1811.12670): instance-level attribute transfer.
+
+Give face a (without the attribute y) the attribute that reference face b_y
+has, unpaired, with b's attribute moved onto a's geometry. Data: aligned
+CelebA train faces with their 68 landmarks (stage `align`); A = faces without
+`attribute` (default Smiling), B = faces with it.
+
+Attribute transfer module G(a, b_y):
+- flow sub-network: from (a, b_y) a dense flow f (2 channels, in the
+  normalised coordinates of `grid_sample`) that warps b to a's geometry:
+  warp(b)(p) = b(p + f(p)) by a differentiable bilinear sampler (Spatial
+  Transformer Networks, Jaderberg et al. 2015);
+- mask network: m = sigmoid(M(a, warp(b))) in [0, 1];
+  blend: a* = m * warp(b) + (1 - m) * a;
+- refinement (hallucination) sub-network: a_y = clamp(a* + R(a*, a)), an
+  appearance residual for skin tone and lighting.
+Attribute removal module F(b_y) = b_ybar: an encoder-decoder with a residual
+output that removes the attribute.
+
+Objectives (G and F together; D apart):
+- L_adv, LSGAN (Mao et al. 2017): D: (D(x) - 1)^2 on real faces, D(x)^2 on
+  a_y and b_ybar; G, F: (D(a_y) - 1)^2 + (D(b_ybar) - 1)^2;
+- L_cls, domain classification by D's attribute head: D learns y on real
+  faces (BCE, weight 1 in D's loss, as in StarGAN); G wants D to see y in
+  a_y, F wants it absent from b_ybar (weight lambda_cls);
+- L_rec, the cycle: F(a_y) ~ a (removing the transferred attribute gives a
+  back) and G(b_ybar, a_y) ~ b_y (transferring it back restores b), L1;
+- L_flow = L_lm + lambda_tv TV(f): the landmark loss moves b's 68 landmarks
+  by the flow onto a's: mean_k |l_a,k + f(l_a,k) - l_b,k|^2 (f sampled at a's
+  landmarks, since warp(b)(l_a) = b(l_a + f(l_a)) must show b's landmark k);
+  TV keeps the flow smooth;
+- L_mask = mean(m): sparsity, only the attribute's region is pasted.
+L_G = L_adv + lambda_cls L_cls + lambda_rec L_rec + lambda_flow L_flow + lambda_mask L_mask.
+Weights after the authors' released options: lambda_cls 0.2, lambda_flow 1,
+flow TV 0.1, lambda_mask 0.1; lambda_rec 10 (their feature-matching weight;
+we use pixel L1, their code adds VGG-face features we do not have).
+
+Initialisation (ours): the flow and refinement outputs start at zero (identity
+warp, no residual) and the mask at sigmoid(-2).
+
+Departures: 64 x 64 aligned crops (the paper: 128-256); plain conv
+encoder-decoders with skips instead of their residual generators; one D
+(patch LSGAN head and a pooled attribute head) instead of a multi-scale one;
+no VGG-face perceptual term.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegan.methods.base import Method, unwrap
+from facegan.methods.nets import EncoderDecoder, strided_layers, total_variation
+
+LANDMARKS = 68
+
+
+def to_grid_coordinates(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinates (x, y) -> grid_sample's normalised ones (align_corners=False)."""
+    return (2 * points + 1) / size - 1
+
+
+def identity_grid(n: int, size: int, device, dtype=torch.float32) -> torch.Tensor:
+    """(N, size, size, 2) grid that samples every pixel at its own centre."""
+    axis = (2 * torch.arange(size, device=device, dtype=dtype) + 1) / size - 1
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x, y], -1).expand(n, size, size, 2)
+
+
+def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """warp(b)(p) = b(p + flow(p)), bilinear; flow (N, 2, H, W) in normalised units."""
+    grid = identity_grid(len(images), images.shape[-1], images.device, flow.dtype) + flow.permute(0, 2, 3, 1)
+    return F.grid_sample(images.to(flow.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def flow_at(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The flow sampled at (N, K, 2) normalised points -> (N, K, 2)."""
+    sampled = F.grid_sample(flow.float(), points[:, :, None, :].float(), mode="bilinear", padding_mode="border",
+                            align_corners=False)
+    return sampled[:, :, :, 0].permute(0, 2, 1)
+
+
+def landmark_loss(flow: torch.Tensor, landmarks_a: torch.Tensor, landmarks_b: torch.Tensor) -> torch.Tensor:
+    """mean_k |l_a,k + f(l_a,k) - l_b,k|^2 in normalised units (both (N, 68, 2) in normalised coordinates)."""
+    moved = landmarks_a + flow_at(flow, landmarks_a)
+    return (moved - landmarks_b.float()).pow(2).sum(-1).mean()
+
+
+class AttributeTransfer(nn.Module):
+    """G(a, b): flow, mask, blend, refinement -> a_y and its parts."""
+
+    def __init__(self, width: int, depth: int, max_flow: float):
+        super().__init__()
+        self.flow_net = EncoderDecoder(6, 2, width, depth)
+        self.mask_net = EncoderDecoder(6, 1, width, depth)
+        self.refine = EncoderDecoder(6, 3, width, depth)
+        self.max_flow = max_flow
+        # start from the identity warp, a mostly closed mask (m = sigmoid(-2) = 0.12) and no residual:
+        # a random flow at initialisation moved b's landmarks further from a's than no flow at all
+        for net in (self.flow_net, self.refine):
+            nn.init.zeros_(net.out.weight)
+            nn.init.zeros_(net.out.bias)
+        nn.init.zeros_(self.mask_net.out.weight)
+        nn.init.constant_(self.mask_net.out.bias, -2.0)
+
+    def forward(self, a, b) -> dict[str, torch.Tensor]:
+        flow = self.max_flow * torch.tanh(self.flow_net(torch.cat([a, b], 1)))
+        warped = warp(b, flow)
+        mask = torch.sigmoid(self.mask_net(torch.cat([a, warped.to(a.dtype)], 1)))
+        blended = mask * warped + (1 - mask) * a
+        output = (blended + torch.tanh(self.refine(torch.cat([blended.to(a.dtype), a], 1)))).clamp(-1, 1)
+        return {"output": output, "flow": flow, "warped": warped, "mask": mask, "blended": blended}
+
+
+class AttributeRemoval(nn.Module):
+    """F(b_y) = clamp(b_y + residual): b without the attribute."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.net = EncoderDecoder(3, 3, width, depth)
+
+    def forward(self, b):
+        return (b + torch.tanh(self.net(b))).clamp(-1, 1)
+
+
+class Discriminator(nn.Module):
+    """Strided convs; an LSGAN patch head and a pooled attribute logit (domain classification)."""
+
+    def __init__(self, width: int, size: int):
+        super().__init__()
+        layers, channels = strided_layers(width, int(round(np.log2(size / 8))), norm_first=False)
+        self.trunk = nn.Sequential(*layers)
+        self.adv = nn.Conv2d(channels, 1, 3, 1, 1)
+        self.cls = nn.Conv2d(channels, 1, 3, 1, 1)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return self.adv(h), self.cls(h).mean((1, 2, 3))
+
+
+def lsgan(scores: torch.Tensor, real: bool) -> torch.Tensor:
+    return (scores.float() - float(real)).pow(2).mean()
+
+
+def bce(logits: torch.Tensor, present: bool) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(present)))
+
+
+class GeoGAN(Method):
+    name = "geogan"
+    flip_augment = False   # the labels are landmark positions
+    grid_columns = 8
+
+    def __init__(self, params, common, size: int = 64):
+        super().__init__(params, common)
+        self.size = size
+        depth = int(round(np.log2(size / 8)))
+        self.G = AttributeTransfer(params.width, depth, params.max_flow)
+        self.F = AttributeRemoval(params.width, depth)
+        self.D = Discriminator(params.d_width, size)
+        self.examples: dict | None = None
+
+    def trainable(self):
+        return {"G": self.G, "F": self.F, "D": self.D}
+
+    def configure_optimizers(self):
+        p = self.params
+        generators = list(unwrap(self.G).parameters()) + list(unwrap(self.F).parameters())
+        return {"GF": torch.optim.Adam(generators, p.lr, betas=(p.beta1, 0.999)),
+                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr, betas=(p.beta1, 0.999))}
+
+    def landmarks(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, 136) pixel landmarks -> (N, 68, 2) normalised."""
+        return to_grid_coordinates(flat.float().view(-1, LANDMARKS, 2), self.size)
+
+    def train_step(self, batch, step, generator):
+        p, opt = self.params, self.optimizers
+        a, b = batch["image"], batch["ref_image"]
+        land_a, land_b = self.landmarks(batch["attributes"]), self.landmarks(batch["ref_attributes"])
+
+        # ---------------- D: real a (no y) and b (y) vs a_y and b_ybar; learns y on the real ones
+        with torch.no_grad():
+            a_y, b_ybar = self.G(a, b)["output"], self.F(b)
+        adv_real_a, cls_a = self.D(a)
+        adv_real_b, cls_b = self.D(b)
+        adv_fake_a, _ = self.D(a_y)
+        adv_fake_b, _ = self.D(b_ybar)
+        loss_d_adv = (lsgan(adv_real_a, True) + lsgan(adv_real_b, True) + lsgan(adv_fake_a, False)
+                      + lsgan(adv_fake_b, False)) / 2
+        loss_d_cls = (bce(cls_a, False) + bce(cls_b, True)) / 2
+        loss_d = loss_d_adv + loss_d_cls        # D's own classification at weight 1 (StarGAN's convention)
+        opt["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt["D"].step()
+
+        # ---------------- G and F
+        transfer = self.G(a, b)
+        a_y, b_ybar = transfer["output"], self.F(b)
+        adv_a, cls_ay = self.D(a_y)
+        adv_b, cls_bybar = self.D(b_ybar)
+        loss_adv = lsgan(adv_a, True) + lsgan(adv_b, True)
+        loss_cls = bce(cls_ay, True) + bce(cls_bybar, False)
+        back = self.G(b_ybar, a_y)["output"]               # the attribute moved back onto b's geometry
+        loss_rec = F.l1_loss(self.F(a_y).float(), a.float()) + F.l1_loss(back.float(), b.float())
+        loss_lm = landmark_loss(transfer["flow"], land_a, land_b)
+        loss_flow_tv = total_variation(transfer["flow"])
+        loss_mask = transfer["mask"].float().mean()
+        loss_g = (loss_adv + p.lambda_cls * loss_cls + p.lambda_rec * loss_rec
+                  + p.lambda_flow * (loss_lm + p.lambda_flow_tv * loss_flow_tv) + p.lambda_mask * loss_mask)
+        opt["GF"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt["GF"].step()
+        return {"loss_d": loss_d.item(), "loss_d_cls": loss_d_cls.item(), "loss_adv": loss_adv.item(),
+                "loss_cls": loss_cls.item(), "loss_rec": loss_rec.item(), "loss_lm": loss_lm.item(),
+                "loss_flow_tv": loss_flow_tv.item(), "loss_mask": loss_mask.item(), "loss_g": loss_g.item()}
+
+    # ---------------------------------------------------------------- use
+    @torch.no_grad()
+    def transfer(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """G(a, b_y) and its parts, in eval mode."""
+        return {k: v.float() for k, v in self.G.eval()(a, b).items()}
+
+    def sample_grid(self, generator):
+        """Rows of 8: a, b_y, warp(b), mask, a_y, F(b_y)."""
+        if self.examples is None:
+            raise RuntimeError("geogan.sample_grid needs example images (set by the training loop)")
+        a, b = self.examples["image"][:8], self.examples["ref_image"][:8]
+        parts = self.transfer(a, b)
+        with torch.no_grad():
+            removed = self.F.eval()(b).float()
+        self.G.train()
+        self.F.train()
+        return torch.cat([a.float(), b.float(), parts["warped"], parts["mask"].expand(-1, 3, -1, -1) * 2 - 1,
+                          parts["output"], removed])
+
+    @staticmethod
+    def training_data(root, params):
+        """A: aligned CelebA train faces without the attribute, B: with it; labels: 68 landmarks (136)."""
+        from facegan.data.datasets import faces_with_landmarks
+
+        faces, landmarks, frame = faces_with_landmarks(root, "train")
+        present = frame[params.attribute].to_numpy() == 1
+        flat = landmarks.reshape(len(landmarks), -1)
+        return faces[~present], flat[~present], {"ref": (faces[present], flat[present])}
+
+    def evaluate(self, root, params, report_dir) -> dict:
+        from facegan.metrics.transfer import evaluate_geogan
+
+        return evaluate_geogan(self, root, params, report_dir)

@@ -1,0 +1,104 @@
+"""GeoGAN: the warp, the landmark loss, the mask, every loss term."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from facegan import cli
+from facegan.methods import build_method
+from facegan.methods.geogan import flow_at, landmark_loss, to_grid_coordinates, warp
+from facegan.train.data import make_batches
+from facegan.train.loop import step_generator
+from test_training import tiny_data, tiny_params, trained_project
+
+
+@pytest.fixture
+def geogan():
+    method = build_method("geogan", tiny_params())
+    method.optimizers = method.configure_optimizers()
+    return method, make_batches(tiny_data(method="geogan"), 8, 0, flip=False)
+
+
+def test_zero_flow_warp_is_the_identity():
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(warp(images, torch.zeros(2, 2, 16, 16)), images, atol=1e-6)
+
+
+def test_a_constant_flow_shifts_by_whole_pixels():
+    images = torch.rand(1, 3, 16, 16)
+    flow = torch.zeros(1, 2, 16, 16)
+    flow[:, 0] = 2 * 3 / 16                       # +3 pixels in x, in grid units
+    shifted = warp(images, flow)
+    assert torch.allclose(shifted[..., :, :13], images[..., :, 3:], atol=1e-6)
+
+
+def test_landmark_loss_falls_as_a_known_shift_is_learned():
+    """b is a moved 4 px right and 2 px down; a free flow field learns the shift from the landmarks alone."""
+    size = 32
+    rng = np.random.default_rng(0)
+    points_a = torch.tensor(rng.uniform(6, 24, (1, 68, 2)), dtype=torch.float32)
+    points_b = points_a + torch.tensor([4.0, 2.0])
+    a, b = to_grid_coordinates(points_a, size), to_grid_coordinates(points_b, size)
+    flow = torch.zeros(1, 2, size, size, requires_grad=True)
+    optimizer = torch.optim.Adam([flow], lr=0.02)
+    losses = []
+    for _ in range(200):
+        loss = landmark_loss(flow, a, b)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.01 * losses[0]
+    learned = flow_at(flow.detach(), a).mean(1)[0] * size / 2      # back to pixels
+    assert torch.allclose(learned, torch.tensor([4.0, 2.0]), atol=0.3)
+
+
+def test_mask_in_unit_range_and_every_loss_term_finite(geogan):
+    method, batches = geogan
+    batch = batches.batch(0, "cpu")
+    parts = method.transfer(batch["image"], batch["ref_image"])
+    assert parts["mask"].min() >= 0 and parts["mask"].max() <= 1 and parts["mask"].shape[1] == 1
+    assert parts["output"].abs().max() <= 1 and parts["flow"].abs().max() <= method.params.max_flow
+    method.G.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = method.train_step(batch, 0, step_generator(0, 0, 0))
+    assert set(losses) == {"loss_d", "loss_d_cls", "loss_adv", "loss_cls", "loss_rec", "loss_lm", "loss_flow_tv",
+                           "loss_mask", "loss_g"}
+    assert all(np.isfinite(v) for v in losses.values())
+    p = method.params
+    expected = (losses["loss_adv"] + p.lambda_cls * losses["loss_cls"] + p.lambda_rec * losses["loss_rec"]
+                + p.lambda_flow * (losses["loss_lm"] + p.lambda_flow_tv * losses["loss_flow_tv"])
+                + p.lambda_mask * losses["loss_mask"])
+    assert losses["loss_g"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def geogan_project(tmp_path_factory):
+    return trained_project(tmp_path_factory.mktemp("geogan_project"), "geogan")
+
+
+def test_transfer_a_smile_between_real_photos(geogan_project, mirror, london_photo, no_face_photo, monkeypatch,
+                                              capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(geogan_project)
+    reference = mirror / "london" / "smiling_front" / "002_08.jpg"
+    out = geogan_project / "out" / "smiled.png"
+    assert cli.main(["transfer", str(london_photo), "--ref", str(reference), "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64)
+    assert Image.open(out.parent / "smiled_compare.png").size == (5 * 64, 64)
+    assert "Smiling of 002_08.jpg moved onto 001_03.jpg" in capsys.readouterr().out
+    assert cli.main(["transfer", str(no_face_photo), "--ref", str(reference), "--out", str(out)]) == 1
+    assert f"{no_face_photo}: no face found" in capsys.readouterr().err
+    assert cli.main(["transfer", str(london_photo), "--ref", str(no_face_photo), "--out", str(out)]) == 2
+    assert "no usable reference face" in capsys.readouterr().err
+
+
+def test_transfer_before_training_says_which_stage(tmp_path, london_photo, monkeypatch, capsys):
+    from test_config import REPO
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["transfer", str(london_photo), "--ref", str(london_photo), "--out", "o.png"]) == 2
+    assert "dvc repro train@geogan" in capsys.readouterr().err
