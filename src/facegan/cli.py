@@ -102,6 +102,19 @@ def aligned_faces(paths: list[Path], size: int, params: AlignParams):
     return detected_faces(paths, params.detect_side, crop, params.backend)
 
 
+def face_batches(faces: list, batch: int, desc: str):
+    """(chunk, photos) over the aligned faces in batches: chunk the (path, crop) pairs, photos
+    their crops as one (N, 3, H, W) tensor in [-1, 1]; with a progress bar."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from facegan.data.datasets import to_tensor
+
+    chunks = [faces[i:i + batch] for i in range(0, len(faces), batch)]
+    for chunk in tqdm(chunks, desc=desc, unit="batch", disable=None):
+        yield chunk, to_tensor(np.stack([crop for _, crop in chunk]))
+
+
 def save_rgb(crop, target: Path) -> None:
     import cv2
 
@@ -138,12 +151,10 @@ def trained(name: str):
 
 def cmd_beautify(args) -> int:
     """Beholder-GAN beautification: recover (z, beta) of each aligned photo, regenerate at beta + delta."""
-    import numpy as np
     import torch
-    from tqdm import tqdm
 
     from facegan.beauty.stage import BeautyJudge
-    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.data.datasets import to_uint8
 
     method = trained("beholder")
     size = method.image_size
@@ -155,9 +166,7 @@ def cmd_beautify(args) -> int:
         raise UserError(str(err)) from None
     faces, failures = aligned_faces(paths, size, align_params())
     generator = torch.Generator().manual_seed(args.seed)
-    chunks = [faces[i:i + args.batch] for i in range(0, len(faces), args.batch)]
-    for chunk in tqdm(chunks, desc="beautify", unit="batch", disable=None):
-        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+    for chunk, photos in face_batches(faces, args.batch, "beautify"):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=judge.bf16):
             recovered = method.invert(photos, judge.facenet, generator, steps=args.steps, starts=args.starts)
         beautified = method.regenerate(recovered["z"], recovered["beta"], args.delta).float()
@@ -192,11 +201,10 @@ def parse_attributes(pairs: list[str], known: list[str], low: float = 0.0, high:
 def cmd_edit(args) -> int:
     """Fader Networks: Dec(E(x), y') with y' the photo's own attributes (as the attribute
     judge sees them) except those asked for."""
-    import numpy as np
     import torch
     from torchvision.utils import save_image
 
-    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.data.datasets import to_uint8
     from facegan.metrics import attributes as judge_module
     from facegan.methods.fader import EVAL_SLIDER
 
@@ -211,9 +219,7 @@ def cmd_edit(args) -> int:
     paths = expand_inputs(args.photos)
     target_of = output_targets(paths, args.out, "edited")
     faces, failures = aligned_faces(paths, method.image_size, align_params())
-    for start in range(0, len(faces), args.batch):
-        chunk = faces[start:start + args.batch]
-        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+    for chunk, photos in face_batches(faces, args.batch, "edit"):
         seen = judge.predict(photos)
         own = torch.tensor([[float(seen[k, judge.column(name)] >= 0.5) for name in method.attributes]
                             for k in range(len(chunk))])
@@ -242,19 +248,16 @@ def cmd_edit(args) -> int:
 
 def cmd_emojify(args) -> int:
     """DTN: G(x) = g(f(x)) for each aligned face."""
-    import numpy as np
     import torch
 
-    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.data.datasets import to_uint8
     from facegan.methods.dtn import autocast_like_training, cosine
 
     method = trained("dtn")
     paths = expand_inputs(args.photos)
     target_of = output_targets(paths, args.out, "avatar")
     faces, failures = aligned_faces(paths, method.image_size, align_params())
-    for start in range(0, len(faces), args.batch):
-        chunk = faces[start:start + args.batch]
-        photos = to_tensor(np.stack([crop for _, crop in chunk]))
+    for chunk, photos in face_batches(faces, args.batch, "emojify"):
         with autocast_like_training("cpu"):
             f_s = method.embed(photos)
             avatars = method.g(f_s).float()
@@ -367,14 +370,33 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """The data counts, then each method: trained or not (and how long), its headline figures."""
+    from facegan.methods import REGISTRY
+    from facegan.reports import format_value, headline
+
     root = project_root()
     quality = root / "reports/data_quality.json"
     if not quality.exists():
         print("nothing produced yet: run `make run` (or `dvc repro`) in", root)
         return 0
+    print("data (kept/read per stage):")
     for name, counts in json.loads(quality.read_text())["sets"].items():
         stages = ", ".join(f"{stage} {c['kept']}/{c['read']}" for stage, c in counts["stages"].items())
-        print(f"{name:10s} {stages}")
+        print(f"  {name:10s} {stages}")
+    print("methods:")
+    for name in REGISTRY:
+        model = root / "models" / name / "model.json"
+        if not model.exists():
+            print(f"  {name:10s} not trained: run `dvc repro train@{name}`")
+            continue
+        meta = json.loads(model.read_text())
+        print(f"  {name:10s} trained {meta.get('steps', '?')} steps ({meta.get('minutes_this_run', '?')} min in its "
+              f"last run, stopped by {meta.get('stopped_by', '?')})")
+        figures = headline(root, name)
+        if figures is None:
+            print(f"  {'':10s} not evaluated: run `dvc repro evaluate@{name}`")
+        for key, value in (figures or {}).items():
+            print(f"  {'':10s} {key}: {format_value(value)}")
     return 0
 
 
@@ -451,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--ref", type=Path, required=True, help="a photo of a face that has the attribute")
     transfer.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
     transfer.set_defaults(func=cmd_transfer)
-    info = sub.add_parser("info", help="what the pipeline has produced (data counts; models as they land)")
+    info = sub.add_parser("info", help="what the pipeline has produced: data counts, trained models and their "
+                                       "headline figures")
     info.set_defaults(func=cmd_info)
     return parser
 

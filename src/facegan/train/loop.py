@@ -24,9 +24,8 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from facegan.devices import bf16_supported, inference_autocast, resolve_device  # noqa: F401 (re-exported)
+from facegan.devices import bf16_supported, resolve_device  # noqa: F401 (bf16_supported: re-exported)
 from facegan.methods import Method, build_method
-from facegan.methods.base import unwrap
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
