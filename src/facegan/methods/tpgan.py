@@ -240,9 +240,6 @@ class TPGAN(Method):
     def noise(self, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
         return torch.randn(n, self.params.z_dim, generator=generator).to(device)
 
-    def generate(self, x, centres, generator=None) -> dict[str, torch.Tensor]:
-        return self.G(x, centres, self.template, self.noise(len(x), generator, x.device))
-
     def target_patches(self, frontal: torch.Tensor) -> dict[str, torch.Tensor]:
         """The true frontal's patches at the template positions (the local pathways' targets)."""
         g = unwrap(self.G)
