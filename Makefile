@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test bench clean-venv
+.PHONY: install run test bench browser clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,15 @@ install: $(STAMP)
 run: install
 	$(BIN)/dvc repro
 
-test: install
+# The report test opens reports/index.html in Debian's headless Chromium: installed here when missing and
+# we may (root with apt-get), else the test says what to install and is skipped (failed in CI).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    else echo "note: install chromium and chromium-driver for the browser test of the report"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -97,3 +97,44 @@ def copy_repo(dst: Path) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=dst, check=True)
     subprocess.run(git + ["commit", "-q", "-m", "copy"], cwd=dst, check=True)
     return dst
+
+
+def headless_chromium():
+    """A Selenium driver on Debian's chromium + chromedriver (`make test` installs them where it can),
+    or a skip; .ci/run sets FACEGAN_REQUIRE_BROWSER=1, so in CI a missing browser fails instead."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        message = "headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        if os.environ.get("FACEGAN_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def open_report(html: Path) -> dict:
+    """What a reader of reports/index.html sees: the comparison rows, and for every image whether the
+    browser decoded it, and the inline loss-curve SVGs."""
+    browser = headless_chromium()
+    try:
+        browser.get(Path(html).resolve().as_uri())
+        return browser.execute_script("""
+            const rows = [...document.querySelectorAll('#comparison tbody tr')].map(tr => ({
+                method: tr.dataset.method,
+                cells: [...tr.querySelectorAll('td')].map(td => td.innerText.trim())}));
+            const images = [...document.images].map(img => ({alt: img.alt, complete: img.complete,
+                                                             width: img.naturalWidth}));
+            const svgs = [...document.querySelectorAll('.losses svg')].length;
+            const papers = document.querySelectorAll('#papers tbody tr').length;
+            const quality = document.querySelectorAll('#data-quality tbody tr').length;
+            return {title: document.title, rows, images, svgs, papers, quality};""")
+    finally:
+        browser.quit()

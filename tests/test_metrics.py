@@ -55,6 +55,28 @@ def test_fid_matches_fid_helper(faces):
     assert abs(ours - reference) / reference < 0.005
 
 
+def test_frechet_and_kid_equal_their_textbook_forms():
+    """FID's eigenvalue trace against scipy's sqrtm, KID's shared Gram blocks against per-subset kernels."""
+    import scipy.linalg
+
+    from facegan.metrics.fid import frechet_distance, statistics
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 12)), rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + 0.5
+    (mu1, s1), (mu2, s2) = statistics(a), statistics(b)
+    textbook = np.square(mu1 - mu2).sum() + np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2)))
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(textbook, rel=1e-9)
+    subsets, m, d = 5, 50, a.shape[1]
+    pick = np.random.default_rng(0)
+    values = []
+    for _ in range(subsets):
+        x, y = b[pick.choice(300, m, replace=False)], a[pick.choice(300, m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        values.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    assert kid(a, b, n_subsets=subsets, subset_size=m, seed=0) == pytest.approx((np.mean(values), np.std(values)),
+                                                                               rel=1e-9)
+
+
 def test_fid_and_kid_sanity(faces):
     real = inception_features([faces[:120]])
     other = inception_features([faces[120:240]])

@@ -1,6 +1,7 @@
 """End to end: `dvc repro` of the DAG with tiny params in a temporary git copy of the repository."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_repo
+from conftest import copy_repo, open_report
+from facegan.methods import REGISTRY
 
 TINY = {
     "ingest.celeba.max_images": 300, "ingest.celeba.split": {"train": 0.5, "val": 0.1, "test": 0.4},
@@ -133,6 +135,32 @@ def test_dvc_repro_tiny(tmp_path, mirror):
     curve = pd.read_csv(repo / "reports/train/geogan/losses.csv")
     assert len(curve) == 3 and curve[["loss_lm", "loss_rec", "loss_mask", "loss_cls"]].notna().all().all()
 
+    # the report: every method's row filled, linked to its MLflow runs, every image decoded by a browser
+    page = open_report(repo / "reports/index.html")
+    assert [row["method"] for row in page["rows"]] == list(REGISTRY)
+    for row in page["rows"]:
+        assert "not evaluated" not in " ".join(row["cells"]), row
+        assert len(re.findall(r"\b[0-9a-f]{32}\b", row["cells"][-1])) == 2, row   # evaluate and train run ids
+    grids = [p for m in REGISTRY for p in (repo / "reports/eval" / m).glob("*.png")]
+    assert len(page["images"]) == len(grids) + len(REGISTRY)          # + each method's last training grid
+    assert all(img["complete"] and img["width"] > 0 for img in page["images"])
+    assert page["svgs"] == len(REGISTRY) and page["quality"] > 0
+    summary = (repo / "reports/summary.md").read_text()
+    assert all(f"| {m} |" in summary for m in REGISTRY)
+    headline = json.loads((repo / "reports/headline.json").read_text())
+    assert set(headline) == set(REGISTRY) and headline["cgan"]["fid"] == cgan["fid"]
+    # `dvc exp show` lists each method's headline figures; `dvc plots show` every logged loss of every method
+    shown = dvc(["exp", "show", "--csv", "--drop", ".*", "--keep", "^(" + "|".join(REGISTRY) + r")\."], repo, env)
+    assert {"cgan.fid", "beholder.beauty_spearman", "dtn.retrieval_rank1", "geogan.transfer_success"} <= set(
+        shown.splitlines()[0].split(","))
+    plots = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+    for m in REGISTRY:
+        (declared,) = next(p[f"{m}_losses"] for p in plots if f"{m}_losses" in p)["y"].values()
+        logged = pd.read_csv(repo / f"reports/train/{m}/losses.csv").columns.drop(["step", "img_per_s"])
+        assert declared == list(logged), m
+    dvc(["plots", "show", "-o", str(tmp_path / "plots")], repo, env)
+    assert (tmp_path / "plots/index.html").read_text().count("vegaEmbed(") >= 2 * len(REGISTRY)
+
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "multipie", "align", "render_avatars", "data_quality",
@@ -140,9 +168,20 @@ def test_dvc_repro_tiny(tmp_path, mirror):
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
                                           "evaluate@fader", "train@dtn", "evaluate@dtn", "train@tpgan",
-                                          "evaluate@tpgan", "train@geogan", "evaluate@geogan"))
+                                          "evaluate@tpgan", "train@geogan", "evaluate@geogan", "report"))
     # a changed cgan param invalidates cgan's training alone
     params["train"]["cgan"]["lr_g"] = 0.0001
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(["status"], repo, env)
     assert "train@cgan:" in status and "attr_classifier:" not in status and "ingest:" not in status
+
+    # train.common.nproc = 2: the stage re-launches itself under torchrun; rank 0 alone writes and logs
+    params["train"]["common"]["nproc"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(["repro", "--single-item", "train@cgan"], repo, env)
+    assert json.loads((repo / "models/cgan/model.json").read_text())["processes"] == 2
+    assert [int(s) for s in pd.read_csv(repo / "reports/train/cgan/losses.csv")["step"]] == [1, 2, 3]
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    names = set(mlflow.search_runs(search_all_experiments=True)["tags.mlflow.runName"])
+    assert "train@cgan" in names and not any(":rank" in n for n in names)
