@@ -127,11 +127,13 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def test_other_params_start_afresh(tmp_path):
-    train(tmp_path, 2)
+    train(tmp_path, 4)
     again = train(tmp_path, 2, seed=1)   # a different run: the checkpoint must not be resumed
     assert again.step == 2
     rows = list(csv.DictReader(open(tmp_path / "reports/losses.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
+    # the first run's step-4 grid would otherwise pass for this run's latest
+    assert sorted(p.name for p in (tmp_path / "reports/samples").iterdir()) == ["step_000002.png"]
 
 
 def test_same_seed_same_losses(tmp_path):

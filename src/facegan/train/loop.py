@@ -183,6 +183,15 @@ class Trainer:
             writer.writeheader()
             writer.writerows(r for r in rows if int(r["step"]) <= self.step)
 
+    def _trim_samples(self) -> None:
+        """On (re)start, drop sample grids of steps after the checkpoint: a fresh start must not leave an
+        earlier run's later grids in the series (the report shows the last one)."""
+        if not self.ctx.writer:
+            return
+        for grid in (self.report_dir / "samples").glob("step_*.png"):
+            if int(grid.stem.removeprefix("step_")) > self.step:
+                grid.unlink()
+
     def save_samples(self) -> None:
         if not self.ctx.writer:
             return
@@ -203,6 +212,7 @@ class Trainer:
     def fit(self) -> dict:
         common = self.common
         self._trim_losses()
+        self._trim_samples()
         started = time.monotonic()
         window_start, window_images = time.monotonic(), 0
         stopped_by = "max_steps"
