@@ -50,3 +50,56 @@ def test_info_lists_methods_trained_or_not(tmp_path, monkeypatch, capsys):
     assert "cgan       not trained: run `dvc repro train@cgan`" in out
     assert "tpgan      trained 317 steps" in out and "psnr: 17.9" in out
     assert "rank1_facenet_frontalized_with_distractors: 15=0.194 90=0.0833" in out and "other" not in out
+
+
+SUBCOMMANDS = {   # subcommand and arguments -> the method it needs trained
+    ("generate", "cgan"): "cgan", ("generate", "beholder"): "beholder", ("beautify", "P"): "beholder",
+    ("edit", "P", "--attr", "Male=1"): "fader", ("emojify", "P"): "dtn", ("frontalize", "P", "--yaw", "30"): "tpgan",
+    ("transfer", "P", "--ref", "P"): "geogan",
+}
+
+
+def test_every_subcommand_has_help(capsys):
+    import pytest
+
+    for command in ("align", "generate", "beautify", "edit", "emojify", "frontalize", "transfer", "info"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert f"usage: facegan {command}" in capsys.readouterr().out
+
+
+def test_untrained_methods_name_the_stage_to_run(tmp_path, monkeypatch, london_photo, capsys):
+    monkeypatch.chdir(tmp_path)   # an empty project: nothing trained
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    for command, method in SUBCOMMANDS.items():
+        args = [str(london_photo) if a == "P" else a for a in command]
+        assert main([*args, "--out", str(tmp_path / "o.png")]) == 2, command
+        assert f"not trained yet: run `dvc repro train@{method}`" in capsys.readouterr().err, command
+
+
+def test_several_faces_use_the_largest_and_say_so(tmp_path, london_photo, mirror, capsys):
+    big = Image.open(london_photo).crop((110, 110, 565, 565))
+    small = Image.open(mirror / "london/neutral_front/002_03.jpg").crop((110, 110, 565, 565)).resize((340, 340))
+    for name, faces in (("two.jpg", [(big, (0, 0)), (small, (455, 60))]), ("alone.jpg", [(big, (0, 0))])):
+        canvas = Image.new("RGB", (795, 455), "white")
+        for face, where in faces:
+            canvas.paste(face, where)
+        canvas.save(tmp_path / name)
+    assert main(["align", str(tmp_path / "two.jpg"), str(tmp_path / "alone.jpg"), "--out", str(tmp_path / "out")]) == 0
+    assert "two.jpg: 2 faces found, used the largest" in capsys.readouterr().err
+    two, alone = (np.asarray(Image.open(tmp_path / f"out/{n}_aligned.png")).astype(float) for n in ("two", "alone"))
+    assert np.abs(two - alone).mean() < 2   # the large face's crop, not the small one's
+
+
+def test_non_images_are_named_not_dropped(tmp_path, london_photo, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(london_photo.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.png").write_text("a text file named like an image")
+    assert main(["align", str(folder), str(folder / "notes.txt"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s) that are not images by their extension: notes.txt" in err
+    assert "fake.png: cannot read image" in err and "notes.txt: cannot read image" in err
+    assert (tmp_path / "out/a_aligned.png").exists()

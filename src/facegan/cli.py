@@ -38,7 +38,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if others:   # said, not silently dropped; a file named as an image but not one fails later, by name
+                print(f"note: {path}: skipped {len(others)} file(s) that are not images by their extension: "
+                      + ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""), file=sys.stderr)
         elif path.exists():
             found.append(path)
         else:
@@ -293,6 +298,7 @@ def cmd_frontalize(args) -> int:
     """TP-GAN: frame each face like the Multi-PIE crops (yaw estimated from its landmarks, or
     --yaw), then synthesise the frontal view."""
     import torch
+    from tqdm import tqdm
 
     from facegan.data.datasets import to_tensor, to_uint8
 
@@ -307,7 +313,7 @@ def cmd_frontalize(args) -> int:
     else:
         faces, failures = detected_faces(paths, align_params().detect_side, lambda path, image, found: (
             path, *method.frame(image, found.landmarks, args.yaw)))
-    for path, crop, centres, yaw in faces:
+    for path, crop, centres, yaw in tqdm(faces, desc="frontalize", unit="face", disable=None):
         photo = to_tensor(crop[None])
         frontal = method.frontalize(photo, torch.from_numpy(centres[None]))
         target = target_of(path)
@@ -322,6 +328,7 @@ def cmd_frontalize(args) -> int:
 def cmd_transfer(args) -> int:
     """GeoGAN: a_y = G(a, b_y) for each aligned source face a and the aligned reference b_y."""
     import torch
+    from tqdm import tqdm
 
     from facegan.data.datasets import to_tensor, to_uint8
 
@@ -333,7 +340,7 @@ def cmd_transfer(args) -> int:
     target_of = output_targets(paths, args.out, "transfer")
     faces, failures = aligned_faces(paths, method.image_size, align_params())
     b = to_tensor(reference[0][1][None])
-    for path, crop in faces:
+    for path, crop in tqdm(faces, desc="transfer", unit="face", disable=None):
         a = to_tensor(crop[None])
         parts = method.transfer(a, b)
         target = target_of(path)
@@ -397,6 +404,8 @@ def cmd_info(args) -> int:
             print(f"  {'':10s} not evaluated: run `dvc repro evaluate@{name}`")
         for key, value in (figures or {}).items():
             print(f"  {'':10s} {key}: {format_value(value)}")
+    page = root / "reports" / "index.html"
+    print(f"report: {page}" if page.exists() else "report: not written yet: run `dvc repro report`")
     return 0
 
 
