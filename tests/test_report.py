@@ -41,6 +41,8 @@ def project(tmp_path, monkeypatch):
     then a later evaluate run logged other numbers (a run the JSON no longer reflects)."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     evaluated(tmp_path, "cgan", CGAN, ["loss_d", "loss_g"])
+    (tmp_path / "models/cgan").mkdir(parents=True)
+    (tmp_path / "models/cgan/model.json").write_text(json.dumps({"steps": 638, "minutes_this_run": 4.01}))
     evaluated(tmp_path, "tpgan", TPGAN, ["loss_pixel"])
     (tmp_path / "reports/data_quality.json").write_text(json.dumps({"sets": {"celeba": {"skipped_total": 3, "stages": {
         "ingest": {"read": 10, "kept": 7, "skipped": 3, "skipped_by_reason": {"undecodable_image": 3}}}}}}))
@@ -60,7 +62,7 @@ def test_report_links_each_row_to_the_run_that_logged_its_numbers(project):
     assert counts == {"methods_evaluated": 2, "methods_linked_to_mlflow": 2, "images": 4}
     summary = (root / "reports/summary.md").read_text()
     cgan_row = next(line for line in summary.splitlines() if line.startswith("| cgan |"))
-    assert "| 130 | 0.123 |" in cgan_row and "| 0.906 |" in cgan_row
+    assert "| 130 | 0.123 |" in cgan_row and "| 0.906 |" in cgan_row and "| 638 steps, 4.01 min last run |" in cgan_row
     assert runs["evaluate@cgan"][0] in cgan_row and runs["evaluate@cgan"][1] not in summary  # 99.0 is not in the JSON
     assert f"train run `{runs['train@cgan'][0]}`" in summary
     assert "| fader |" in summary and "not evaluated" in summary and "dvc repro evaluate@fader" in summary
@@ -98,7 +100,8 @@ def test_report_page_in_a_headless_browser(project):
     assert [r["method"] for r in page["rows"]] == ["cgan", "fader", "tpgan"]
     cgan = page["rows"][0]["cells"]
     assert cgan[0] == "130" and runs["evaluate@cgan"][0] in cgan[-1] and runs["train@cgan"][0] in cgan[-1]
-    assert all(c == "not evaluated" for c in page["rows"][1]["cells"][:-1])
+    assert all(c == "not evaluated" for c in page["rows"][1]["cells"][:-2])
+    assert page["rows"][1]["cells"][-2] == "not trained" and cgan[-2] == "638 steps, 4.01 min last run"
     assert len(page["images"]) == 4 and all(img["complete"] and img["width"] == 64 for img in page["images"])
     assert page["svgs"] == 2 and page["papers"] == sum(len(PAPER_FIGURES[m]) for m in ("cgan", "fader", "tpgan"))
     assert page["quality"] == 1
