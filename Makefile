@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test bench browser clean-venv
+.PHONY: install system run test bench browser clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: system $(STAMP)
+
+# System libraries the Python packages rely on: opencv-python (face-alignment needs the non-headless build)
+# loads libGL.so.1 and libgthread; installed here when missing and we may (root with apt-get), else named.
+system:
+	@ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libgthread-2.0.so.0 ' || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null; \
+	    else echo "note: opencv-python needs libGL and GLib: install libgl1 and libglib2.0-0"; fi; }
 
 run: install
 	$(BIN)/dvc repro

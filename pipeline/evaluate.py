@@ -2,6 +2,7 @@
 import sys
 
 from facegan.devices import resolve_device
+from facegan.evaluation import EvalContext
 from facegan.paths import project_root
 from facegan.reports import write_metrics
 from facegan.stage import run_stage
@@ -11,13 +12,16 @@ from facegan.train.loop import load_trained
 def body(name):
     def evaluate(params, run):
         root = project_root()
-        method = load_trained(name, root, resolve_device(params.train.common.device))
-        result = method.evaluate(root, params.eval, root / "reports" / "eval" / name)
-        for artifact in sorted((root / "reports" / "eval" / name).glob("*.png")):
+        device = resolve_device(params.train.common.device)
+        method = load_trained(name, root, device)
+        report_dir = root / "reports" / "eval" / name
+        context = EvalContext(root, report_dir, params.eval, getattr(params.evaluate, name), params.align, device)
+        result = method.evaluate(context)
+        for artifact in sorted(report_dir.glob("*.png")):
             run.log_artifact(artifact)
         return write_metrics(root, name, result)
     return evaluate
 
 
 if __name__ == "__main__":
-    run_stage(f"evaluate@{sys.argv[1]}", ["eval"], body(sys.argv[1]))
+    run_stage(f"evaluate@{sys.argv[1]}", ["eval", f"evaluate.{sys.argv[1]}"], body(sys.argv[1]))

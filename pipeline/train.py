@@ -12,7 +12,7 @@ from facegan.methods import method_class
 from facegan.paths import project_root
 from facegan.stage import run_stage
 from facegan.train.data import make_batches
-from facegan.train.loop import Trainer, start_context
+from facegan.train.loop import Trainer, build_for_training, start_context
 
 
 def body(name):
@@ -20,13 +20,12 @@ def body(name):
         root = project_root()
         common = params.train.common
         context = start_context(common.device)
-        own = getattr(params.train, name)
-        cls = method_class(name)
-        data = cls.training_data(root, own)
-        batches = make_batches(data, own.batch_size or common.batch_size, common.seed, context.rank,
-                               context.world_size, flip=cls.flip_augment)
-        trainer = Trainer(name, params, batches, root / "models" / name, root / "reports" / "train" / name,
-                          context, size=data[0].shape[1], run=run if context.writer else None, root=root)
+        data = method_class(name).training_data(root, getattr(params.train, name))
+        method = build_for_training(name, params, data.image_size)
+        batches = make_batches(data, method.batch_size, common.seed, context.rank, context.world_size,
+                               flip=method.flip_augment)
+        trainer = Trainer(method, batches, root / "models" / name, root / "reports" / "train" / name, context,
+                          run=run if context.writer else None, root=root)
         return trainer.fit()
     return train
 

@@ -7,18 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facegan.config import Params, build
+from facegan.methods.base import TrainingData
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-# Where this workplace's machines keep the mirror, for clones made outside its parent (CI may clone anywhere).
-WORKPLACE_MIRROR = Path("/work/shared/datasets")
-
-
 def find_mirror() -> Path:
-    """FACEGAN_DATA, else shared/datasets beside the repository or any parent of it, else the workplace's."""
+    """FACEGAN_DATA, else a shared/datasets folder beside the repository or beside any folder above it."""
     if os.environ.get("FACEGAN_DATA"):
         return Path(os.environ["FACEGAN_DATA"]).resolve()
-    candidates = [folder / "shared" / "datasets" for folder in (REPO, *REPO.parents)] + [WORKPLACE_MIRROR]
+    candidates = [folder / "shared" / "datasets" for folder in (REPO, *REPO.parents)]
     for candidate in candidates:
         if (candidate / "README.md").exists():
             return candidate.resolve()
@@ -138,3 +137,113 @@ def open_report(html: Path) -> dict:
             return {title: document.title, rows, images, svgs, papers, quality};""")
     finally:
         browser.quit()
+
+
+# ---------------------------------------------------------------- tiny methods, shared by the method tests
+TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
+                "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5},
+                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2},
+                "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0},
+                "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8},
+                "geogan": {"width": 4, "d_width": 4}}
+
+
+def tiny_params(tmp_steps: int = 4, **common) -> Params:
+    return build(Params, {"train": {
+        "common": {"batch_size": 8, "max_steps": tmp_steps, "checkpoint_every": 2, "sample_every": 2,
+                   "log_every": 1, "max_minutes": 5, **common},
+        **TINY_METHODS}})
+
+
+def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
+    """Random faces and each method's kind of condition: binary attributes, K raters' 1-7 scores,
+    or (dtn) f-embeddings of faces plus a target domain of images with theirs."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    if method == "dtn":
+        def unit(m):
+            x = rng.normal(size=(m, 512)).astype(np.float32)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+        targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
+        return TrainingData(images, unit(n), {"target": (targets, unit(n // 2))})
+    if method == "tpgan":   # pairs: inputs at several yaws (some frontal), their frontals, patch centres + yaw
+        centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32)
+        jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
+        yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
+        labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
+        return TrainingData(images, labels, paired={"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)})
+    if method == "geogan":  # A and B (the reference set), each with 68 landmarks (flattened) in the crop
+        def landmarks(m):
+            return (rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))).astype(np.float32)
+        return TrainingData(images, landmarks(n), {"ref": (rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+                                                           landmarks(n))})
+    if method == "beholder":
+        return TrainingData(images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32))
+    if method == "fader":
+        attributes = len(build(Params, {}).train.fader.attributes)
+    return TrainingData(images, rng.integers(0, 2, (n, attributes)))
+
+
+def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, **common):
+    """A tiny run; `root` holds models/pretrained/ for methods with fixed networks (dtn)."""
+    from facegan.train.data import make_batches
+    from facegan.train.loop import Context, Trainer, build_for_training
+
+    built = build_for_training(method, tiny_params(steps, **common), 64)
+    trainer = Trainer(built, make_batches(tiny_data(method=method), 8, 0, flip=built.flip_augment), tmp / "models",
+                      tmp / "reports", Context(), root=root)
+    trainer.fit()
+    return trainer
+
+
+def trained_project(root: Path, method: str, pretrained: Path | None = None) -> Path:
+    """A project folder (params.yaml, models/pretrained/ when given) holding a 2-step `method`
+    in models/<method>/, for the CLI tests."""
+    import shutil
+
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    if pretrained is not None:
+        shutil.copytree(pretrained / "models", root / "models")
+    train(root / "run", 2, method=method, root=root if pretrained is not None else None)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "run" / "models").rename(root / "models" / method)
+    return root
+
+
+def eval_context(root: Path, method: str, **own):
+    """The EvalContext evaluate@<method> builds, on default params, with keys of evaluate.<method> set."""
+    import dataclasses
+
+    from facegan.evaluation import EvalContext
+
+    params = build(Params, {})
+    section = dataclasses.replace(getattr(params.evaluate, method), **own)
+    return EvalContext(Path(root), Path(root) / "reports" / "eval" / method, params.eval, section, params.align)
+
+
+def term_reaches(method_name: str, weight: str, network: str, batch_size: int = 8, root: Path | None = None) -> bool:
+    """Does the loss term weighted by train.<method>.<weight> reach `network`'s update? One step from the same
+    initial weights and batch with the weight as set and with it 0: the network's weights must differ."""
+    import dataclasses
+
+    import torch
+
+    from facegan.methods import build_method
+    from facegan.train.data import make_batches
+    from facegan.train.loop import step_generator
+
+    params = tiny_params()
+    outcomes = []
+    for value in (getattr(getattr(params.train, method_name), weight), 0.0):
+        own = dataclasses.replace(getattr(params.train, method_name), **{weight: value})
+        torch.manual_seed(0)
+        method = build_method(method_name, dataclasses.replace(params, train=dataclasses.replace(
+            params.train, **{method_name: own})))
+        if root is not None:
+            method.setup(root, "cpu")
+        batches = make_batches(tiny_data(method=method_name), batch_size, 0, flip=method.flip_augment)
+        method.prepare(batches.labels)
+        method.start_training(batches.examples(8, "cpu"))
+        method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
+        outcomes.append(getattr(method, network).state_dict())
+    return any(not torch.equal(outcomes[0][k], outcomes[1][k]) for k in outcomes[0])

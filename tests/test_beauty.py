@@ -8,11 +8,11 @@ import torch
 
 from facegan import cli
 from facegan.beauty.predictors import (RaterEnsemble, RidgeBasis, Standardiser, cross_validate, select_raters)
-from facegan.config import AlignParams
+from facegan.config import AlignParams, InversionParams
 from facegan.data.datasets import to_tensor
 from facegan.data.quality import DataError
-from facegan.methods.beholder import beauty_control, strip_identity
-from test_training import TINY_METHODS, tiny_params, train
+from facegan.metrics.beauty import beauty_control, strip_identity
+from conftest import TINY_METHODS, tiny_params, train
 
 ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5]
 
@@ -125,8 +125,8 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
     method = trainer.method.eval()
     photo = to_tensor(london_face[None])
     generator = torch.Generator().manual_seed(0)
-    short = method.invert(photo, facenet, generator, steps=1, starts=2)
-    longer = method.invert(photo, facenet, torch.Generator().manual_seed(0), steps=15, starts=2)
+    short = method.invert(photo, facenet, generator, InversionParams(steps=1, starts=2))
+    longer = method.invert(photo, facenet, torch.Generator().manual_seed(0), InversionParams(steps=15, starts=2))
     assert longer["loss"].item() < short["loss"].item()
     assert longer["beta"].shape == (1, TINY_METHODS["beholder"]["raters"])
     higher = method.regenerate(longer["z"], longer["beta"], 1.0)
@@ -137,7 +137,7 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
 @pytest.fixture(scope="module")
 def beholder_project(tmp_path_factory, facenet):
     """A project folder with a tiny trained beholder, a beauty ensemble and FaceNet, for the CLI."""
-    from test_config import REPO
+    from conftest import REPO
 
     root = tmp_path_factory.mktemp("project")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
@@ -187,12 +187,3 @@ def test_beautify_explains_a_photo_without_a_face(beholder_project, no_face_phot
     assert cli.main(["beautify", str(folder), "--out", str(beholder_project / "many"), "--steps", "1",
                      "--starts", "1"]) == 1
     assert (beholder_project / "many" / "face_beautified.png").exists()
-
-
-def test_beautify_before_training_says_which_stage(tmp_path, london_photo, monkeypatch, capsys):
-    from test_config import REPO
-
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["beautify", str(london_photo), "--out", "o.png"]) == 2
-    assert "dvc repro train@beholder" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_info_lists_methods_trained_or_not(tmp_path, monkeypatch, capsys):
     import json
     import shutil
 
-    from test_config import REPO
+    from conftest import REPO
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)

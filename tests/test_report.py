@@ -83,13 +83,17 @@ def test_report_without_mlflow_says_so(project):
 
 
 def test_cells_and_paper_figures_name_real_metrics():
-    assert cell(None, "fid") == "not evaluated" and cell({"fid": 1.0}, None) == "–"
-    assert cell({"a": 0.5, "b": 0.9}, ("a", "b")) == "0.5 / 0.9"
+    from facegan.methods import REGISTRY, Metric
+
+    assert cell(None, Metric("fid", "lower")) == "not evaluated" and cell({"fid": 1.0}, None) == "–"
+    assert cell({"a": 0.5, "b": 0.9}, Metric("a", "higher", beside="b")) == "0.5 / 0.9"
     for method, figures in PAPER_FIGURES.items():
-        for figure in figures:
+        for figure in figures:   # "ours" is one of the method's declared headline figures
             assert figure.what and figure.paper and figure.differs
-    from facegan.reports import HEADLINE_METRICS
-    assert {m for _, specs in TABLE_COLUMNS for m in specs} == set(HEADLINE_METRICS)
+            assert figure.ours is None or figure.ours in REGISTRY[method].headline_keys(), (method, figure.ours)
+    # every method fills at least one column of the table, and each column's title says which way is better
+    assert {m for _, specs in TABLE_COLUMNS for m in specs} == set(REGISTRY)
+    assert [title for title, _ in TABLE_COLUMNS][:2] == ["FID ↓", "KID ↓"]
 
 
 def test_report_page_in_a_headless_browser(project):

@@ -11,54 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from facegan.config import Params, build
+from conftest import tiny_data, tiny_params, train
 from facegan.methods import REGISTRY, build_method, method_class
-from facegan.train.data import InMemoryBatches, make_batches
-from facegan.train.loop import Context, Trainer, load_trained, step_generator
-
-TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
-                "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5},
-                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2, "eval_identity": 4},
-                "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "eval_retrieval": 4,
-                        "eval_retrieval_sets": 2, "eval_identity": 4},
-                "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8, "eval_umist": False},
-                "geogan": {"width": 4, "d_width": 4}}
-
-
-def tiny_params(tmp_steps: int = 4, **common) -> Params:
-    return build(Params, {"train": {
-        "common": {"batch_size": 8, "max_steps": tmp_steps, "checkpoint_every": 2, "sample_every": 2,
-                   "log_every": 1, "max_minutes": 5, **common},
-        **TINY_METHODS}})
-
-
-def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
-    """Random faces and each method's kind of condition: binary attributes, K raters' 1-7 scores,
-    or (dtn) f-embeddings of faces plus a target domain of images with theirs."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
-    if method == "dtn":
-        def unit(m):
-            x = rng.normal(size=(m, 512)).astype(np.float32)
-            return x / np.linalg.norm(x, axis=1, keepdims=True)
-        targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
-        return images, unit(n), {"target": (targets, unit(n // 2))}
-    if method == "tpgan":   # pairs: inputs at several yaws (some frontal), their frontals, patch centres + yaw
-        centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32)
-        jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
-        yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
-        labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
-        return images, labels, {}, {"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)}
-    if method == "geogan":  # A and B (the reference set), each with 68 landmarks (flattened) in the crop
-        def landmarks(m):
-            return (rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))).astype(np.float32)
-        return images, landmarks(n), {"ref": (rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), landmarks(n))}
-    if method == "beholder":
-        return images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32)
-    if method == "fader":
-        attributes = len(build(Params, {}).train.fader.attributes)
-    return images, rng.integers(0, 2, (n, attributes))
-
+from facegan.train.data import make_batches
+from facegan.train.loop import load_trained, step_generator
 
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(KeyError, match="unknown method .stargan.; valid methods: beholder, cgan, dtn, fader, geogan, tpgan"):
@@ -70,46 +26,21 @@ def test_one_training_step(name, pretrained_root):
     params = tiny_params()
     method = build_method(name, params)
     method.setup(pretrained_root, "cpu")
-    method.optimizers = method.configure_optimizers()
     batches = make_batches(tiny_data(method=name), 8, 0)
     method.prepare(batches.labels)
-    method.examples = batches.examples(8, "cpu")
+    method.start_training(batches.examples(8, "cpu"))
     batch = batches.batch(0, "cpu")
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = method.train_step(batch, 0, step_generator(0, 0, 0))
     method.after_step(0)
     assert losses and all(np.isfinite(v) for v in losses.values())
+    assert tuple(losses) == tuple(method.losses)   # the columns the dvc.yaml plots list
     changed = [k for k, v in method.state_dict().items() if not torch.equal(v, before[k])]
     for network in method.trainable():   # every network the method trains took a step
         assert any(k.startswith(network + ".") for k in changed), network
     grid = method.sample_grid(torch.Generator().manual_seed(0))
     assert grid.shape[1:] == (3, 64, 64) and grid.abs().max() <= 1
-
-
-def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, **common) -> Trainer:
-    """A tiny run; `root` holds models/pretrained/ for methods with fixed networks (dtn)."""
-    params = tiny_params(steps, **common)
-    trainer = Trainer(method, params, make_batches(tiny_data(method=method), 8, 0), tmp / "models",
-                      tmp / "reports", Context(), root=root)
-    trainer.fit()
-    return trainer
-
-
-def trained_project(root: Path, method: str, pretrained: Path | None = None) -> Path:
-    """A project folder (params.yaml, models/pretrained/ when given) holding a 2-step `method`
-    in models/<method>/, for the CLI tests."""
-    import shutil
-
-    from test_config import REPO
-
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    if pretrained is not None:
-        shutil.copytree(pretrained / "models", root / "models")
-    train(root / "run", 2, method=method, root=root if pretrained is not None else None)
-    (root / "models").mkdir(exist_ok=True)
-    (root / "run" / "models").rename(root / "models" / method)
-    return root
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path):
@@ -166,16 +97,17 @@ import json, os, sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_training import tiny_data, tiny_params
-from facegan.train.data import InMemoryBatches, make_batches
-from facegan.train.loop import Trainer, start_context
+from conftest import tiny_data, tiny_params
+from facegan.train.data import InMemoryBatches
+from facegan.train.loop import Trainer, build_for_training, start_context
 out = Path(sys.argv[1])
 context = start_context("cpu")
-images, labels = tiny_data()
-batches = InMemoryBatches(images, labels, 4, 0, context.rank, context.world_size)
+data = tiny_data()
+batches = InMemoryBatches(data.images, data.labels, 4, 0, context.rank, context.world_size)
 seen = [batches.indices(step).tolist() for step in range(3)]
 (out / f"seen_rank{{context.rank}}.json").write_text(json.dumps(seen))
-trainer = Trainer("cgan", tiny_params(3, batch_size=4), batches, out / "models", out / "reports", context)
+method = build_for_training("cgan", tiny_params(3, batch_size=4), 64)
+trainer = Trainer(method, batches, out / "models", out / "reports", context)
 trainer.fit()
 '''
 

@@ -27,6 +27,7 @@ from facegan.paths import project_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 EDIT_RANGE = (-1.0, 2.0)   # Fader slider values: [0, 1] interpolates, beyond extrapolates (the paper's figures)
+STRIP_VALUES = [i / 7 for i in range(8)]   # `edit --strip`: the attribute from 0 to 1 in 8 steps
 
 
 class UserError(Exception):
@@ -107,9 +108,34 @@ def aligned_faces(paths: list[Path], size: int, params: AlignParams):
     return detected_faces(paths, params.detect_side, crop, params.backend)
 
 
+def framed_faces(paths: list[Path], method, params: AlignParams, as_is: bool = False, **options):
+    """(path, crop, per-face options) for each photo: its face framed as the method's input (`frame`),
+    or with `as_is` the photo itself taken as framed; and the failures."""
+    from facegan.methods.base import RequestError
+
+    def frame(path, image, landmarks):
+        try:
+            return (path, *method.frame(image, landmarks, params, **options))
+        except RequestError as err:
+            raise UserError(str(err)) from None
+
+    if not as_is:
+        return detected_faces(paths, params.detect_side, lambda path, image, found: frame(path, image, found.landmarks),
+                              params.backend)
+    faces, failures = [], 0
+    for path in paths:
+        image = read_photo(path)
+        if image is None:
+            failures += 1
+            continue
+        faces.append(frame(path, image, None))
+    return faces, failures
+
+
 def face_batches(faces: list, batch: int, desc: str):
-    """(chunk, photos) over the aligned faces in batches: chunk the (path, crop) pairs, photos
-    their crops as one (N, 3, H, W) tensor in [-1, 1]; with a progress bar."""
+    """(chunk, photos, options) over the framed faces in batches: chunk the (path, crop, options)
+    triples, photos their crops as one (N, 3, H, W) tensor in [-1, 1], options each per-face
+    option as a list; with a progress bar."""
     import numpy as np
     from tqdm import tqdm
 
@@ -117,7 +143,8 @@ def face_batches(faces: list, batch: int, desc: str):
 
     chunks = [faces[i:i + batch] for i in range(0, len(faces), batch)]
     for chunk in tqdm(chunks, desc=desc, unit="batch", disable=None):
-        yield chunk, to_tensor(np.stack([crop for _, crop in chunk]))
+        options = {key: [face[2][key] for face in chunk] for key in chunk[0][2]}
+        yield chunk, to_tensor(np.stack([face[1] for face in chunk])), options
 
 
 def save_rgb(crop, target: Path) -> None:
@@ -154,38 +181,69 @@ def trained(name: str):
         raise UserError(str(err)) from None
 
 
+def transformed(method, crops, **options):
+    """method.transform, with what the user asked wrong or what is missing as one line."""
+    from facegan.data.quality import DataError
+    from facegan.methods.base import RequestError
+
+    try:
+        return method.transform(crops, **options)
+    except (RequestError, FileNotFoundError, DataError) as err:
+        raise UserError(str(err)) from None
+
+
+def run_photo_command(args, method, suffix: str, options: dict, describe=None, frame_options=None,
+                      as_is: bool = False, input_label: str = "photo", output_label: str = "") -> int:
+    """The skeleton every photo command shares: inputs -> faces framed for the method -> batches through
+    `transform` -> <out> (or <out>/<stem>_<suffix>.png) and its _compare.png (input | panels | output),
+    one line per face; exit 1 when any photo failed, the others still done."""
+    from facegan.data.datasets import to_uint8
+
+    paths = expand_inputs(args.photos)
+    target_of = output_targets(paths, args.out, suffix)
+    faces, failures = framed_faces(paths, method, align_params(), as_is, **(frame_options or {}))
+    for chunk, photos, per_face in face_batches(faces, getattr(args, "batch", 16), suffix):
+        result = transformed(method, photos, **options, **per_face)
+        for k, (path, _, _) in enumerate(chunk):
+            target = target_of(path)
+            save_rgb(to_uint8(result.output[k:k + 1].float())[0], target)
+            strip = torch_cat([photos[k], *(panel[k] for panel in result.panels.values()), result.output[k]])
+            save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
+            note = describe(path, result.notes[k]) if describe else result.notes[k]
+            columns = " | ".join([input_label, *result.panels, output_label or suffix])
+            print(f"{target}: {note} ({target.stem}_compare.png: {columns})")
+    return 1 if failures else 0
+
+
+def torch_cat(images):
+    """Crops (3, H, W) side by side."""
+    import torch
+
+    return torch.cat([image.float().cpu() for image in images], 2)
+
+
+def inversion_settings(args):
+    """Beautification's inversion: evaluate.beholder.inversion of params.yaml (defaults without one),
+    with --steps / --starts where given."""
+    import dataclasses
+
+    from facegan.config import InversionParams
+
+    try:
+        inversion = load_params().evaluate.beholder.inversion
+    except ConfigError:
+        inversion = InversionParams()
+    return dataclasses.replace(inversion, **{k: v for k, v in (("steps", args.steps), ("starts", args.starts)) if v})
+
+
 def cmd_beautify(args) -> int:
     """Beholder-GAN beautification: recover (z, beta) of each aligned photo, regenerate at beta + delta."""
     import torch
 
-    from facegan.beauty.stage import BeautyJudge
-    from facegan.data.datasets import to_uint8
-
     method = trained("beholder")
-    size = method.image_size
-    paths = expand_inputs(args.photos)
-    target_of = output_targets(paths, args.out, "beautified")
-    try:
-        judge = BeautyJudge(project_root())
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
-    faces, failures = aligned_faces(paths, size, align_params())
-    generator = torch.Generator().manual_seed(args.seed)
-    for chunk, photos in face_batches(faces, args.batch, "beautify"):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=judge.bf16):
-            recovered = method.invert(photos, judge.facenet, generator, steps=args.steps, starts=args.starts)
-        beautified = method.regenerate(recovered["z"], recovered["beta"], args.delta).float()
-        reconstruction = method.generate(recovered["beta"], recovered["z"]).float()
-        before, recon, after = judge.beauty(photos), judge.beauty(reconstruction), judge.beauty(beautified)
-        for k, (path, _) in enumerate(chunk):
-            target = target_of(path)
-            save_rgb(to_uint8(beautified[k:k + 1])[0], target)
-            strip = torch.cat([photos[k], reconstruction[k], beautified[k]], 2)
-            save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
-            print(f"{target}: predicted beauty: photo {before[k]:.2f}, reconstruction {recon[k]:.2f}, beautified "
-                  f"{after[k]:.2f} (every rater {args.delta:+g} sd; {target.stem}_compare.png: photo | "
-                  "reconstruction | beautified)")
-    return 1 if failures else 0
+    options = {"delta": args.delta, "inversion": inversion_settings(args),
+               "generator": torch.Generator().manual_seed(args.seed)}
+    return run_photo_command(args, method, "beautified", options)
 
 
 def parse_attributes(pairs: list[str], known: list[str], low: float = 0.0, high: float = 1.0) -> dict[str, float]:
@@ -205,174 +263,87 @@ def parse_attributes(pairs: list[str], known: list[str], low: float = 0.0, high:
 
 def cmd_edit(args) -> int:
     """Fader Networks: Dec(E(x), y') with y' the photo's own attributes (as the attribute
-    judge sees them) except those asked for."""
-    import torch
+    judge sees them) except those asked for; --strip slides one attribute from 0 to 1."""
     from torchvision.utils import save_image
 
-    from facegan.data.datasets import to_uint8
-    from facegan.metrics import attributes as judge_module
-    from facegan.methods.fader import EVAL_SLIDER
-
     method = trained("fader")
-    asked = parse_attributes(args.attr, method.attributes, EDIT_RANGE[0], EDIT_RANGE[1])
-    if args.strip and args.strip not in method.attributes:
-        raise UserError(f"--strip {args.strip!r}: expected one of {', '.join(method.attributes)}")
-    try:   # attributes the user does not set keep the values the judge sees in the photo
-        judge = judge_module.load(project_root() / "models" / "attr_classifier")
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
-    paths = expand_inputs(args.photos)
-    target_of = output_targets(paths, args.out, "edited")
-    faces, failures = aligned_faces(paths, method.image_size, align_params())
-    for chunk, photos in face_batches(faces, args.batch, "edit"):
-        seen = judge.predict(photos)
-        own = torch.tensor([[float(seen[k, judge.column(name)] >= 0.5) for name in method.attributes]
-                            for k in range(len(chunk))])
-        wanted = own.clone()
-        for name, value in asked.items():
-            wanted[:, method.attributes.index(name)] = value
-        latent = method.encode(photos)
-        edited, reconstruction = method.decode(latent, wanted).float(), method.decode(latent, own).float()
-        for k, (path, _) in enumerate(chunk):
-            target = target_of(path)
-            save_rgb(to_uint8(edited[k:k + 1])[0], target)
-            strip = torch.cat([photos[k], reconstruction[k], edited[k]], 2)
-            save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
-            judged = ", ".join(f"{n}={int(v)}" for n, v in zip(method.attributes, own[k].tolist()))
-            change = ", ".join(f"{n}={v:g}" for n, v in asked.items()) or "nothing (reconstruction)"
-            print(f"{target}: judged {judged}; set {change} ({target.stem}_compare.png: photo | reconstruction | "
-                  "edited)")
-            if args.strip:
-                column = method.attributes.index(args.strip)
-                slid = method.sliders(photos[k], wanted[k:k + 1], column, EVAL_SLIDER).float()
+    asked = parse_attributes(args.attr, method.condition_names, EDIT_RANGE[0], EDIT_RANGE[1])
+    if args.strip and args.strip not in method.condition_names:
+        raise UserError(f"--strip {args.strip!r}: expected one of {', '.join(method.condition_names)}")
+    code = run_photo_command(args, method, "edited", {"attributes": asked})
+    if args.strip:   # the slider: the same photos with the attribute at STRIP_VALUES, the others as asked
+        paths = expand_inputs(args.photos)
+        target_of = output_targets(paths, args.out, "edited")
+        faces, _ = framed_faces(paths, method, align_params())
+        for chunk, photos, _ in face_batches(faces, args.batch, "strip"):
+            slid = [transformed(method, photos, attributes={**asked, args.strip: float(v)}).output
+                    for v in STRIP_VALUES]
+            for k, (path, _, _) in enumerate(chunk):
+                target = target_of(path)
                 strip_path = target.with_name(f"{target.stem}_strip_{args.strip}.png")
-                save_image(slid.add(1).div(2).clamp(0, 1), strip_path, nrow=len(EVAL_SLIDER))
-                print(f"{strip_path}: {args.strip} from 0 to 1 in {len(EVAL_SLIDER)} steps")
-    return 1 if failures else 0
+                save_image(torch_stack([s[k] for s in slid]).add(1).div(2).clamp(0, 1), strip_path,
+                           nrow=len(STRIP_VALUES))
+                print(f"{strip_path}: {args.strip} from 0 to 1 in {len(STRIP_VALUES)} steps")
+    return code
+
+
+def torch_stack(images):
+    import torch
+
+    return torch.stack([image.float().cpu() for image in images])
 
 
 def cmd_emojify(args) -> int:
     """DTN: G(x) = g(f(x)) for each aligned face."""
-    import torch
-
-    from facegan.data.datasets import to_uint8
-    from facegan.methods.dtn import autocast_like_training, cosine
-
-    method = trained("dtn")
-    paths = expand_inputs(args.photos)
-    target_of = output_targets(paths, args.out, "avatar")
-    faces, failures = aligned_faces(paths, method.image_size, align_params())
-    for chunk, photos in face_batches(faces, args.batch, "emojify"):
-        with autocast_like_training("cpu"):
-            f_s = method.embed(photos)
-            avatars = method.g(f_s).float()
-            kept = cosine(f_s.numpy(), method.embed(avatars).numpy())
-        for k, (path, _) in enumerate(chunk):
-            target = target_of(path)
-            save_rgb(to_uint8(avatars[k:k + 1])[0], target)
-            pair = torch.cat([photos[k], avatars[k]], 2)
-            save_rgb(to_uint8(pair[None])[0], target.with_name(target.stem + "_compare.png"))
-            print(f"{target}: {method.params.target} avatar; f-constancy cos(f(photo), f(avatar)) = {kept[k]:.3f} "
-                  f"({target.stem}_compare.png: photo | avatar)")
-    return 1 if failures else 0
-
-
-def as_is_crops(paths: list[Path], method, yaw: float | None):
-    """Photos already framed like the training crops (Multi-PIE's, UMIST's): padded square and
-    resized, the patch centres the yaw model's at the given yaw (no detection)."""
-    from facegan.data.multipie import pad_to_square, resize_square
-
-    if yaw is None:
-        raise UserError("--as-is needs --yaw: without detection the yaw places the patches")
-    faces, failures = [], 0
-    for path in paths:
-        image = read_photo(path)
-        if image is None:
-            failures += 1
-            continue
-        faces.append((path, resize_square(pad_to_square(image), method.size), method.centres_at(yaw), float(yaw)))
-    return faces, failures
+    return run_photo_command(args, trained("dtn"), "avatar", {})
 
 
 def cmd_frontalize(args) -> int:
     """TP-GAN: frame each face like the Multi-PIE crops (yaw estimated from its landmarks, or
     --yaw), then synthesise the frontal view."""
-    import torch
-    from tqdm import tqdm
-
-    from facegan.data.datasets import to_tensor, to_uint8
-
     method = trained("tpgan")
     if args.yaw is not None and not -90 <= args.yaw <= 90:
         raise UserError(f"--yaw {args.yaw:g}: expected degrees in [-90, 90] (negative: the face turned to the "
                         "image's left)")
-    paths = expand_inputs(args.photos)
-    target_of = output_targets(paths, args.out, "frontal")
-    if args.as_is:
-        faces, failures = as_is_crops(paths, method, args.yaw)
-    else:
-        faces, failures = detected_faces(paths, align_params().detect_side, lambda path, image, found: (
-            path, *method.frame(image, found.landmarks, args.yaw)))
-    for path, crop, centres, yaw in tqdm(faces, desc="frontalize", unit="face", disable=None):
-        photo = to_tensor(crop[None])
-        frontal = method.frontalize(photo, torch.from_numpy(centres[None]))
-        target = target_of(path)
-        save_rgb(to_uint8(frontal)[0], target)
-        save_rgb(to_uint8(torch.cat([photo, frontal], 3))[0], target.with_name(target.stem + "_compare.png"))
-        how = "given" if args.yaw is not None else "estimated from the landmarks"
-        how += ", photo used as framed" if args.as_is else ""
-        print(f"{target}: yaw {yaw:+.0f} degrees ({how}); {target.stem}_compare.png: framed input | frontal")
-    return 1 if failures else 0
+    if args.as_is and args.yaw is None:
+        raise UserError("--as-is needs --yaw: without detection the yaw places the patches")
+    how = "given" if args.yaw is not None else "estimated from the landmarks"
+    how += ", photo used as framed" if args.as_is else ""
+    return run_photo_command(args, method, "frontal", {}, describe=lambda path, note: f"{note} ({how})",
+                             frame_options={"yaw": args.yaw}, as_is=args.as_is, input_label="framed input")
 
 
 def cmd_transfer(args) -> int:
     """GeoGAN: a_y = G(a, b_y) for each aligned source face a and the aligned reference b_y."""
-    import torch
-    from tqdm import tqdm
-
-    from facegan.data.datasets import to_tensor, to_uint8
+    from facegan.data.datasets import to_tensor
 
     method = trained("geogan")
-    reference, failed = aligned_faces([args.ref], method.image_size, align_params())
+    reference, failed = framed_faces([args.ref], method, align_params())
     if failed:
         raise UserError(f"--ref {args.ref}: no usable reference face (see above)")
-    paths = expand_inputs(args.photos)
-    target_of = output_targets(paths, args.out, "transfer")
-    faces, failures = aligned_faces(paths, method.image_size, align_params())
     b = to_tensor(reference[0][1][None])
-    for path, crop in tqdm(faces, desc="transfer", unit="face", disable=None):
-        a = to_tensor(crop[None])
-        parts = method.transfer(a, b)
-        target = target_of(path)
-        save_rgb(to_uint8(parts["output"])[0], target)
-        strip = torch.cat([a, b, parts["warped"], parts["mask"].expand(-1, 3, -1, -1) * 2 - 1, parts["output"]], 3)
-        save_rgb(to_uint8(strip)[0], target.with_name(target.stem + "_compare.png"))
-        print(f"{target}: {method.params.attribute} of {args.ref.name} moved onto {path.name} ({target.stem}"
-              "_compare.png: photo | reference | warped reference | mask | output)")
-    return 1 if failures else 0
+    return run_photo_command(args, method, "transfer", {"reference": b}, output_label="output",
+                             describe=lambda path, note: f"{method.attribute} of {args.ref.name} moved onto {path.name}")
 
 
 def cmd_generate(args) -> int:
     import torch
     from torchvision.utils import save_image
 
+    from facegan.methods.base import RequestError
+
     method = trained(args.method)
+    values = parse_attributes(args.attr, method.condition_names) if method.condition_names else {}
+    if args.attr and not method.condition_names:
+        raise UserError(f"{args.method} generates from beauty levels, not attributes: use --levels")
+    try:
+        faces, per_row, caption = method.sample_sheet(args.n, values, args.levels,
+                                                      torch.Generator().manual_seed(args.seed))
+    except RequestError as err:
+        raise UserError(str(err)) from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(method, "strips"):   # beholder: rows of one z each, beauty rising along the row
-        if args.attr:
-            raise UserError(f"{args.method} generates from beauty levels, not attributes: use --levels")
-        z = torch.randn(args.n, method.params.z_dim, generator=torch.Generator().manual_seed(args.seed))
-        faces = method.strips(z, args.levels).float()
-        save_image(faces.add(1).div(2).clamp(0, 1), args.out, nrow=args.levels)
-        print(f"{args.out}: {args.n} faces (rows), each at {args.levels} beauty levels from the 5th to the 95th "
-              "percentile (left to right)")
-        return 0
-    values = parse_attributes(args.attr, method.attributes)
-    labels = torch.tensor([[values.get(name, 0.0) for name in method.attributes]] * args.n)
-    faces = method.generate(labels, generator=torch.Generator().manual_seed(args.seed)).float()
-    save_image(faces.add(1).div(2).clamp(0, 1), args.out, nrow=max(1, int(round(args.n ** 0.5))))
-    asked = ", ".join(f"{k}={v:g}" for k, v in values.items()) or "no attribute"
-    print(f"{args.out}: {args.n} faces with {asked} (others 0)")
+    save_image(faces.float().add(1).div(2).clamp(0, 1), args.out, nrow=per_row)
+    print(f"{args.out}: {caption}")
     return 0
 
 
@@ -399,7 +370,7 @@ def cmd_info(args) -> int:
         meta = json.loads(model.read_text())
         print(f"  {name:10s} trained {meta.get('steps', '?')} steps ({meta.get('minutes_this_run', '?')} min in its "
               f"last run, stopped by {meta.get('stopped_by', '?')})")
-        figures = headline(root, name)
+        figures = headline(root, name, REGISTRY[name].headline_keys())
         if figures is None:
             print(f"  {'':10s} not evaluated: run `dvc repro evaluate@{name}`")
         for key, value in (figures or {}).items():
@@ -436,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "training scores (default 1.0; negative lowers beauty)")
     beautify.add_argument("--out", type=Path, required=True,
                           help="output PNG for one photo, or a folder for several")
-    beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: train.beholder)")
-    beautify.add_argument("--starts", type=int, default=0, help="random starts per photo (default: train.beholder)")
+    beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: evaluate.beholder.inversion)")
+    beautify.add_argument("--starts", type=int, default=0, help="random starts per photo (default: evaluate.beholder.inversion)")
     beautify.add_argument("--batch", type=int, default=16, help="photos inverted together")
     beautify.add_argument("--seed", type=int, default=0)
     beautify.set_defaults(func=cmd_beautify)

@@ -269,16 +269,6 @@ class BeholderParams(MethodParams):
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     lambda_beta: float = bounded(0.5, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
     london_real: bool = True                     # add the rating set's train faces with their real ratings
-    # beautification: recover (z, beta) by gradient descent, then regenerate at beta + delta
-    invert_steps: int = bounded(100, 1, 100_000)
-    invert_starts: int = bounded(4, 1, 1024)     # random (z0, beta0) per photo; the lowest loss wins
-    invert_lr: float = bounded(0.05, 1e-6, 10.0)
-    invert_alpha: float = bounded(0.5, 0.0, 1.0)  # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
-    # evaluation
-    eval_levels: int = bounded(8, 2, 100)        # beta quantile levels per strip
-    eval_strips: int = bounded(100, 2, 100_000)  # fixed z per level, for beauty_spearman
-    eval_beautify: int = bounded(32, 2, 100_000)  # held-out test faces beautified
-    eval_delta: float = bounded(1.0, -3.0, 3.0)  # added to every rater's beta, in that rater's std
 
 
 @dataclass(frozen=True)
@@ -292,7 +282,6 @@ class FaderParams(MethodParams):
     lambda_e: float = bounded(0.05, 0.0)       # target weight of -log P(1 - y | E(x)) in L_AE
     lambda_warmup: int = bounded(500, 0)       # steps with lambda_E = 0 (the autoencoder alone)
     lambda_steps: int = bounded(1500, 0)       # then linear from 0 to lambda_e over this many steps
-    eval_identity: int = bounded(200, 2, 100_000)   # test faces whose swaps are checked for identity
 
 
 @dataclass(frozen=True)
@@ -306,9 +295,6 @@ class DTNParams(MethodParams):
     beta: float = bounded(100.0, 0.0)          # L_TID weight (the paper: 1; see methods/dtn.py)
     gamma: float = bounded(0.05, 0.0)          # L_TV weight (0.05)
     tid_warmup: int = bounded(300, 0, 10_000_000)  # first steps: g on beta L_TID + gamma L_TV only, no D, no f pass
-    eval_retrieval: int = bounded(100, 2, 100_000)      # N test faces of different people per retrieval
-    eval_retrieval_sets: int = bounded(10, 1, 1000)     # random draws of the N, averaged
-    eval_identity: int = bounded(200, 2, 100_000)       # test faces whose G(s) dlib verifies (a recognizer g never saw)
 
 
 @dataclass(frozen=True)
@@ -324,9 +310,6 @@ class TPGANParams(MethodParams):
     lambda_adv: float = bounded(1e-3, 0.0)
     lambda_ip: float = bounded(3e-3, 0.0)
     lambda_tv: float = bounded(1e-4, 0.0)
-    gallery_flash: int = bounded(7, 0, 19)     # evaluation: each test person's frontal photo under this flash
-    eval_detectors: list[str] = listed(["hog"], ("hog", "cnn"))   # dlib's face finding for its descriptors
-    eval_umist: bool = True                    # also evaluate on UMIST (most frontal image per subject as gallery)
 
 
 @dataclass(frozen=True)
@@ -342,8 +325,6 @@ class GeoGANParams(MethodParams):
     lambda_flow: float = bounded(1.0, 0.0)     # landmark loss + flow TV (their lambda_flow_reg: 1)
     lambda_flow_tv: float = bounded(0.1, 0.0)  # TV of the flow inside L_flow (their lambda_tv: 0.1)
     lambda_mask: float = bounded(0.1, 0.0)     # mask sparsity (their lambda_mask: 0.1)
-    eval_identity: int = bounded(200, 2, 100_000)        # outputs dlib verifies against another photo of a's person
-    eval_landmark_faces: int = bounded(200, 2, 100_000)  # warped references whose landmarks dlib measures
 
 
 @dataclass(frozen=True)
@@ -359,10 +340,74 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvalParams:
+    """What every evaluate@<method> shares (section `eval`)."""
     n_samples: int = bounded(1000, 2, 1_000_000)
     batch_size: int = bounded(100, 1, 8192)
     kid_subsets: int = bounded(100, 1, 10_000)
     seed: int = bounded(0, 0)
+
+
+# ---------------------------------------------------------------- evaluate.<method>: how a method is JUDGED
+# Kept apart from train.<method>: these keys never enter the training fingerprint, so changing them
+# re-runs evaluate@<method> (and the report) and keeps the checkpoint.
+
+@dataclass(frozen=True)
+class CGANEval:
+    grid_z: int = bounded(8, 1, 64)              # fixed z per row of attribute_combinations.png
+
+
+@dataclass(frozen=True)
+class InversionParams:
+    """Beholder-GAN beautification: recover (z, beta) of a photo by gradient descent, regenerate at beta + delta.
+    Read by evaluate@beholder and, as defaults, by `facegan beautify`."""
+    steps: int = bounded(100, 1, 100_000)
+    starts: int = bounded(4, 1, 1024)            # random (z0, beta0) per photo; the lowest loss wins
+    lr: float = bounded(0.05, 1e-6, 10.0)
+    alpha: float = bounded(0.5, 0.0, 1.0)        # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
+
+
+@dataclass(frozen=True)
+class BeholderEval:
+    levels: int = bounded(8, 2, 100)             # beta quantile levels per strip
+    strips: int = bounded(100, 2, 100_000)       # fixed z per level, for beauty_spearman
+    beautify_faces: int = bounded(32, 2, 100_000)   # held-out test faces beautified
+    delta: float = bounded(1.0, -3.0, 3.0)       # added to every rater's beta, in that rater's std
+    inversion: InversionParams = field(default_factory=InversionParams)
+
+
+@dataclass(frozen=True)
+class FaderEval:
+    identity_faces: int = bounded(200, 2, 100_000)   # test faces whose swaps dlib checks for identity
+
+
+@dataclass(frozen=True)
+class DTNEval:
+    retrieval: int = bounded(100, 2, 100_000)        # N test faces of different people per retrieval
+    retrieval_sets: int = bounded(10, 1, 1000)       # random draws of the N, averaged
+    identity_faces: int = bounded(200, 2, 100_000)   # faces whose G(s) dlib verifies (a recognizer g never saw)
+
+
+@dataclass(frozen=True)
+class TPGANEval:
+    gallery_flash: int = bounded(7, 0, 19)       # each test person's frontal photo under this flash
+    detectors: list[str] = listed(["hog"], ("hog", "cnn"))   # dlib's face finding for its descriptors
+    umist: bool = True                           # also identify UMIST's people (most frontal image as gallery)
+
+
+@dataclass(frozen=True)
+class GeoGANEval:
+    identity_faces: int = bounded(200, 2, 100_000)   # outputs dlib verifies against another photo of a's person
+    landmark_faces: int = bounded(200, 2, 100_000)   # warped references whose landmarks dlib measures
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    cgan: CGANEval = field(default_factory=CGANEval)
+    beholder: BeholderEval = field(default_factory=BeholderEval)
+    fader: FaderEval = field(default_factory=FaderEval)
+    dtn: DTNEval = field(default_factory=DTNEval)
+    tpgan: TPGANEval = field(default_factory=TPGANEval)
+    geogan: GeoGANEval = field(default_factory=GeoGANEval)
 
 
 @dataclass(frozen=True)
@@ -385,6 +430,7 @@ class Params:
     pseudo_label: PseudoLabelParams = field(default_factory=PseudoLabelParams)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
 

@@ -19,36 +19,25 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facegan.reports import HEADLINE_METRICS, format_value
+from facegan.methods import REGISTRY
+from facegan.methods.base import Metric
+from facegan.reports import format_value
 
 log = logging.getLogger(__name__)
 
-# The comparison table: (column, {method: how its cell is read from reports/metrics/<method>.json}).
-# A cell is a metric key, or (key, ceiling key) shown as "value / ceiling".
-TABLE_COLUMNS: list[tuple[str, dict]] = [
-    ("FID ↓", {m: "fid" for m in ("cgan", "beholder", "fader", "dtn", "geogan")}),
-    ("KID ↓", {m: "kid" for m in ("cgan", "beholder", "fader", "dtn", "geogan")}),
-    ("identity acc. / ceiling (dlib)", {"beholder": ("identity_acc_beautified", "identity_ceiling"),
-                                        "fader": ("identity_acc", "identity_ceiling"),
-                                        "dtn": ("identity_acc", "identity_ceiling"),
-                                        "geogan": ("identity_acc", "identity_ceiling")}),
-    ("attribute acc.", {"cgan": "attr_acc", "fader": "swap_acc", "geogan": "transfer_success"}),
-    ("beauty Spearman", {"beholder": "beauty_spearman"}),
-    ("rank-1 raw → frontalized (FaceNet, 30 people)", {"tpgan": ("rank1_facenet_raw_with_distractors",
-                                                                 "rank1_facenet_frontalized_with_distractors")}),
-    ("retrieval rank-1", {"dtn": "retrieval_rank1"}),
-]
+def table_columns() -> list[tuple[str, dict[str, Metric]]]:
+    """The comparison table: (column title, {method: its Metric}) from the methods' declared headline
+    figures (Metric.column), columns in the order the registry first names them."""
+    columns: dict[str, dict[str, Metric]] = {}
+    for name, cls in REGISTRY.items():
+        for metric in cls.headline:
+            if metric.column:
+                columns.setdefault(metric.column, {})[name] = metric
+    return [(title + next(iter(specs.values())).arrow, specs) for title, specs in columns.items()]
 
-# What each cell means where the column name alone does not say it.
-CELL_NOTES = {
-    ("fader", "attribute acc."): "swap_acc: the judge sees the flipped attribute",
-    ("geogan", "attribute acc."): "transfer_success: the judge sees the reference's attribute on the output",
-    ("beholder", "identity acc. / ceiling (dlib)"): "beautified photos",
-    ("fader", "identity acc. / ceiling (dlib)"): "mean over the attribute swaps",
-    ("dtn", "identity acc. / ceiling (dlib)"): "avatar vs another photo of the person",
-    ("dtn", "FID ↓"): "against the real test avatars",
-    ("geogan", "FID ↓"): "against real test faces with the attribute",
-}
+
+TABLE_COLUMNS = table_columns()
+
 
 PAPERS = {
     "cgan": "Mirza & Osindero 2014, arXiv 1411.1784",
@@ -187,21 +176,25 @@ def collect(root: Path, methods: list[str], tracking_uri: str | None, experiment
     return reports
 
 
-def cell(metrics: dict | None, spec) -> str:
-    """A table cell: one value, or "value / ceiling"; a per-yaw dict shows 90° and 45° (the hard and the
-    easy end the paper discusses)."""
+def cell(metrics: dict | None, spec: Metric | None) -> str:
+    """A table cell: one value, or "value / ceiling" (Metric.beside); a per-yaw dict shows 90° and 45°
+    (the hard and the easy end the paper discusses) as "first → beside"."""
     if metrics is None or spec is None:
         return "–" if metrics is not None else "not evaluated"
-    if isinstance(spec, tuple):
-        first, second = (metrics.get(k) for k in spec)
+    if spec.beside:
+        first, second = metrics.get(spec.key), metrics.get(spec.beside)
         if isinstance(first, dict):
             return " · ".join(f"{yaw}°: {format_value(first[yaw])} → {format_value(second[yaw])}"
                               for yaw in ("90", "45") if yaw in first and yaw in second)
         if first is None:
             return "–"
         return f"{format_value(first)} / {format_value(second)}"
-    value = metrics.get(spec)
+    value = metrics.get(spec.key)
     return "–" if value is None else format_value(value)
+
+
+def headline_keys(method: str) -> list[str]:
+    return REGISTRY[method].headline_keys() if method in REGISTRY else []
 
 
 def training_cell(training: dict | None) -> str:
@@ -297,7 +290,7 @@ def render_markdown(reports: list[MethodReport], quality_rows: list, root: Path)
         if r.metrics is None:
             lines += [f"Not evaluated yet: `dvc repro evaluate@{r.name}`.", ""]
             continue
-        for key in HEADLINE_METRICS.get(r.name, ()):
+        for key in headline_keys(r.name):
             if key in r.metrics:
                 lines.append(f"- {key}: {format_value(r.metrics[key])}")
         lines.append("")
@@ -335,7 +328,8 @@ def render_html(reports: list[MethodReport], quality_rows: list) -> str:
     for r in reports:
         out.append(f"<tr data-method='{e(r.name)}'><th><a href='#{e(r.name)}'>{e(r.name)}</a></th>")
         for column, specs in TABLE_COLUMNS:
-            note = CELL_NOTES.get((r.name, column)) if r.metrics is not None else None
+            spec = specs.get(r.name)
+            note = spec.note if spec is not None and r.metrics is not None else None
             text = e(cell(r.metrics, specs.get(r.name)))
             out.append(f"<td class='num'>{text}" + (f"<div class='note'>{e(note)}</div>" if note else "") + "</td>")
         out.append(f"<td class='note'>{e(training_cell(r.training))}</td>")
@@ -358,7 +352,7 @@ def render_html(reports: list[MethodReport], quality_rows: list) -> str:
             out.append(f"<p>Not evaluated yet: <code>dvc repro evaluate@{e(r.name)}</code>.</p></section>")
             continue
         out.append("<ul>" + "".join(f"<li>{e(k)}: {e(format_value(r.metrics[k]))}</li>"
-                                    for k in HEADLINE_METRICS.get(r.name, ()) if k in r.metrics) + "</ul>")
+                                    for k in headline_keys(r.name) if k in r.metrics) + "</ul>")
         for grid in r.grids:
             out.append(f"<figure><img alt='{e(r.name)} {e(grid.stem)}' src='{data_uri(grid)}'>"
                        f"<figcaption class='note'>{e(grid.parent.name)}/{e(grid.name)}</figcaption></figure>")
@@ -383,7 +377,7 @@ def headline_metrics(reports: list[MethodReport]) -> dict:
             continue
         table[r.name] = {k: ({yaw: v for yaw, v in r.metrics[k].items() if yaw in ("45", "90")}
                              if isinstance(r.metrics[k], dict) else r.metrics[k])
-                         for k in HEADLINE_METRICS.get(r.name, ()) if k in r.metrics}
+                         for k in headline_keys(r.name) if k in r.metrics}
     return table
 
 

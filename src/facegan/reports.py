@@ -5,20 +5,6 @@ import json
 from pathlib import Path
 
 
-# The figures that say most about each method, in reports/metrics/<method>.json (issue 10's summary
-# table and `facegan info` read them); a ceiling or floor follows the figure it qualifies.
-HEADLINE_METRICS = {
-    "cgan": ("fid", "kid", "attr_acc"),
-    "beholder": ("fid", "beauty_spearman", "beautify_rise_rate", "identity_acc_beautified", "identity_ceiling"),
-    "fader": ("reconstruction_psnr", "swap_acc", "fid", "identity_acc_reconstruction", "identity_ceiling"),
-    "dtn": ("f_constancy", "retrieval_rank1", "identity_acc", "identity_ceiling", "fid"),
-    "tpgan": ("psnr", "rank1_facenet_raw_with_distractors", "rank1_facenet_frontalized_with_distractors",
-              "rank1_dlib_raw_with_distractors", "rank1_dlib_frontalized_with_distractors"),
-    "geogan": ("transfer_success", "identity_acc", "identity_ceiling", "landmark_error_before",
-               "landmark_error_after_flow", "fid"),
-}
-
-
 def format_value(value) -> str:
     """A metric for one line: numbers to 3 significant digits, per-group dicts as key=value."""
     if isinstance(value, dict):
@@ -28,13 +14,14 @@ def format_value(value) -> str:
     return str(value)
 
 
-def headline(root: Path, method: str) -> dict | None:
-    """The method's headline figures from reports/metrics/<method>.json, or None before evaluation."""
+def headline(root: Path, method: str, keys: list[str]) -> dict | None:
+    """The figures `keys` (a method's headline_keys()) from reports/metrics/<method>.json, or None before
+    evaluation."""
     path = Path(root) / "reports" / "metrics" / f"{method}.json"
     if not path.exists():
         return None
     metrics = json.loads(path.read_text())
-    return {key: metrics[key] for key in HEADLINE_METRICS.get(method, ()) if key in metrics}
+    return {key: metrics[key] for key in keys if key in metrics}
 
 
 def write_metrics(root: Path, name: str, metrics: dict) -> dict:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from facegan.beauty.predictors import (RaterEnsemble, cross_validate, rater_agreement, select_raters)
+from facegan.data.pseudo_labels import pseudo_label_path
 from facegan.data.quality import DataError, SetQuality, write_part
 
 FACENET_DESCRIPTORS = {"facenet_pool": "pool", "facenet_embedding": "embedding"}
@@ -15,10 +16,6 @@ FACENET_DESCRIPTORS = {"facenet_pool": "pool", "facenet_embedding": "embedding"}
 
 def model_folder(root: Path) -> Path:
     return Path(root) / "models" / "beauty"
-
-
-def pseudo_label_path(root: Path, name: str) -> Path:
-    return Path(root) / "data" / "pseudo_labels" / f"{name}.npz"
 
 
 class Describer:
@@ -55,34 +52,6 @@ class Describer:
 def describer_for(params, align, root: Path, device: str) -> Describer:
     return Describer(params.descriptor, root, device, params.precision, params.batch_size,
                      align.eye_distance, align.eye_y)
-
-
-class BeautyJudge:
-    """The trained ensemble with the descriptor it was trained on, for scoring
-    generated or edited faces; also FaceNet and dlib descriptors for the same images."""
-
-    def __init__(self, root: Path, device: str | torch.device = "cpu"):
-        import json
-
-        from facegan.pretrained.facenet import checkpoint_path, load_facenet
-        from facegan.train.loop import bf16_supported
-
-        folder = model_folder(root)
-        self.ensemble = RaterEnsemble.load(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        device = str(device)
-        self.describe = Describer(meta["descriptor"], root, device, meta["precision"], meta["batch_size"],
-                                  meta["eye_distance"], meta["eye_y"])
-        self.eye_distance, self.eye_y = meta["eye_distance"], meta["eye_y"]
-        self.facenet = load_facenet(str(checkpoint_path(Path(root))), device)
-        self.bf16 = bf16_supported(device)
-
-    def beauty(self, images: torch.Tensor) -> np.ndarray:
-        """(N,) the ensemble's beauty (mean of the K raters' predictions) of [-1, 1] faces."""
-        return self.ensemble.beauty(self.describe(images))
-
-    def dlib(self, images: torch.Tensor) -> np.ndarray:
-        return dlib_of(images, self.eye_distance, self.eye_y)
 
 
 def dlib_of(images: torch.Tensor, eye_distance: float, eye_y: float) -> np.ndarray:
@@ -226,11 +195,3 @@ def histogram(values: np.ndarray, scale: tuple[float, float], path: Path) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def load_pseudo_labels(root: Path, name: str = "celeba") -> dict:
-    path = pseudo_label_path(root, name)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro pseudo_label`")
-    with np.load(path, allow_pickle=False) as f:
-        return {key: f[key] for key in f.files}

@@ -1,29 +1,132 @@
-"""The one interface every method follows (after pix2pix/CycleGAN's BaseModel).
+"""The one contract every method follows, from training to the command line (after pix2pix's
+BaseModel, stylegan2's metric registry and diffusers' one-call pipelines).
 
-A method is an nn.Module holding its networks. The training loop gives it a
-batch and the step's random generator and gets back a dict of losses; for
-evaluation and the CLI it turns conditions or photos into images. All
-randomness of a step comes from `generator`, seeded by (seed, step, rank), so
-a run resumed from a checkpoint repeats an uninterrupted one exactly.
+A method is an nn.Module holding its networks, built once from its `train.<name>` section
+(`Method.build`). It declares:
+- training: its data (`training_data`), `prepare` (statistics of the conditions that travel with
+  the weights), `setup` (fixed pretrained networks), `trainable`, `configure_optimizers`,
+  `train_step(batch, step, generator) -> losses` (the names in `losses`), `after_step`, the
+  progress grid (`sample_grid`, `grid_columns`);
+- inference, ONE entry point: a `GeneratorMethod` maps conditions (+ z or a generator) to images
+  (`generate`); a `TransformMethod` maps aligned face crops to crops (`transform`), with its own
+  options (Fader's attribute values, TP-GAN's yaw, GeoGAN's reference) and `frame`, how a
+  detected face becomes its input crop. The CLI and the evaluation call only these;
+- evaluation: `evaluate(context) -> flat dict`, and its headline figures once, in `headline`
+  (read by the report table, reports/headline.json, `facegan info`; the dvc.yaml plots list
+  `losses`).
+All randomness of a training step comes from `generator`, seeded by (seed, step, rank), so a run
+resumed from a checkpoint repeats an uninterrupted one exactly.
 """
 from __future__ import annotations
 
 import copy
+import json
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+if TYPE_CHECKING:   # annotations only: a method never imports the loop, the config or the evaluation at run time
+    from facegan.config import AlignParams, Params
+    from facegan.evaluation import EvalContext
+
+
+class RequestError(ValueError):
+    """What a user asked of a method that it cannot do (an attribute it does not know, a missing
+    option); the CLI prints it as one line."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline figure of a method: its key in reports/metrics/<method>.json, which way is better,
+    and where the report's comparison table shows it (`column`; `beside`: a key shown beside it, a
+    ceiling as "value / ceiling", a per-yaw pair as "first → beside"; `note`: what the cell means
+    where the column name does not say it)."""
+    key: str
+    better: Literal["higher", "lower", "context"]
+    column: str | None = None
+    beside: str | None = None
+    note: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return {"higher": " ↑", "lower": " ↓"}.get(self.better, "")
+
+
+@dataclass
+class TrainingData:
+    """What a method trains on: images (N, H, W, 3) uint8 and their per-image labels (the method's
+    conditions: attributes, beta, landmarks, f-embeddings; or None); `aux`: further sets batched
+    independently ({name: (images, labels)}, keys arrive prefixed with the name); `paired`: sets
+    indexed like `images` and batched with them under the same flips ({name: images})."""
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    aux: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    paired: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+
+@dataclass
+class Transformed:
+    """What `transform` returns: the output crops, intermediate images worth showing beside them
+    (in order; the CLI's `_compare.png` is photo | panels | output) and one line per face."""
+    output: torch.Tensor
+    panels: dict[str, torch.Tensor] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
 
 class Method(nn.Module, ABC):
-    name: str = ""
-    flip_augment: bool = True   # random horizontal flips of the training images (off where labels hold positions)
+    name: ClassVar[str] = ""
+    flip_augment: ClassVar[bool] = True   # random horizontal flips of the training images (off where labels hold positions)
+    grid_columns: ClassVar[int] = 8       # images per row of the progress grid
+    losses: ClassVar[tuple[str, ...]] = ()       # the columns train_step logs (the dvc.yaml plots list them)
+    headline: ClassVar[tuple[Metric, ...]] = ()  # the figures that say most about the method
+    condition_names: list[str] = []              # the named values a user may set (attributes), if any
 
-    def __init__(self, params, common):
+    def __init__(self, params, common, image_size: int = 64):
         super().__init__()
-        self.params = params
-        self.common = common
+        self.params = params            # config.train.<name>
+        self.common = common            # config.train.common
+        self.image_size = image_size    # the side of the crops it trains on and transforms
+        self.examples: dict[str, torch.Tensor] | None = None    # fixed training inputs of the progress grid
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}  # configure_optimizers(), set by start_training
+
+    @classmethod
+    def build(cls, params: "Params", image_size: int = 64) -> "Method":
+        """The method from its `train.<name>` section and `train.common`."""
+        return cls(getattr(params.train, cls.name), params.train.common, image_size)
+
+    # ---------------------------------------------------------------- training
+    @staticmethod
+    @abstractmethod
+    def training_data(root: Path, params) -> TrainingData:
+        """The training set, read from the project at `root` with the method's `train.<name>` params."""
+
+    @property
+    def batch_size(self) -> int:
+        """train.<name>.batch_size where set, else train.common.batch_size."""
+        return self.params.batch_size or self.common.batch_size
+
+    @property
+    def max_minutes(self) -> float:
+        """train.<name>.max_minutes where set, else train.common.max_minutes."""
+        return self.params.max_minutes or self.common.max_minutes
+
+    def fingerprint(self) -> str:
+        """What must match for a checkpoint to be resumed: the params that shape training (not the
+        budget: raising max_steps or max_minutes continues it; not how it is logged or judged)."""
+        budget = ("max_steps", "max_minutes", "checkpoint_every", "sample_every", "log_every", "batch_size")
+        common = {k: v for k, v in asdict(self.common).items() if k not in budget}
+        own = {k: v for k, v in asdict(self.params).items() if k not in budget}
+        common["batch_size"] = self.batch_size   # the one in effect, wherever it was set
+        return json.dumps({"method": own, "common": common}, sort_keys=True)
 
     @abstractmethod
     def trainable(self) -> dict[str, nn.Module]:
@@ -33,9 +136,17 @@ class Method(nn.Module, ABC):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         ...
 
+    def start_training(self, examples: dict[str, torch.Tensor], wrap: Callable[[nn.Module], nn.Module] | None = None):
+        """Before the first step: the progress grid's inputs, DDP wrappers (`wrap`), the optimizers."""
+        self.examples = examples
+        if wrap is not None:
+            for attribute, net in self.trainable().items():
+                setattr(self, attribute, wrap(net))
+        self.optimizers = self.configure_optimizers()
+
     @abstractmethod
     def train_step(self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator) -> dict[str, float]:
-        """One optimisation step; returns the losses (floats) to log."""
+        """One optimisation step; returns the losses (floats) named in `losses`."""
 
     @abstractmethod
     def sample_grid(self, generator: torch.Generator) -> torch.Tensor:
@@ -60,13 +171,66 @@ class Method(nn.Module, ABC):
         """Called once with the whole training label set before training starts (or
         resumes): for statistics of the conditions that must travel with the weights."""
 
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
-class GANMethod(Method):
+    # ---------------------------------------------------------------- evaluation
+    @abstractmethod
+    def evaluate(self, context: "EvalContext") -> dict:
+        """The method's figures as one flat dict (reports/metrics/<name>.json); grids to context.report_dir."""
+
+    @classmethod
+    def headline_keys(cls) -> list[str]:
+        """The headline figures' keys, each `beside` key (a ceiling) right after the figure it qualifies."""
+        keys = []
+        for metric in cls.headline:
+            keys += [k for k in (metric.key, metric.beside) if k and k not in keys]
+        return keys
+
+
+class GeneratorMethod(Method):
+    """Images from conditions: `generate` is the one inference entry point."""
+
+    @abstractmethod
+    def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, C) conditions -> (N, 3, H, W) in [-1, 1]; z drawn from `generator` when not given."""
+
+    def sample_sheet(self, n: int, values: dict[str, float], levels: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, int, str]:
+        """What `facegan generate` draws: (images, images per row, a line saying what they are). By
+        default n faces with the named conditions set (the others 0)."""
+        conditions = torch.tensor([[values.get(name, 0.0) for name in self.condition_names]] * n)
+        asked = ", ".join(f"{k}={v:g}" for k, v in values.items()) or "no attribute"
+        return self.generate(conditions, generator=generator), max(1, int(round(n ** 0.5))), \
+            f"{n} faces with {asked} (others 0)"
+
+
+class TransformMethod(Method):
+    """Aligned face crops in, crops out: `transform` is the one inference entry point."""
+
+    def frame(self, image: np.ndarray, landmarks: np.ndarray | None, align: "AlignParams",
+              **options) -> tuple[np.ndarray, dict]:
+        """A photo's face -> (the method's input crop, per-face options for `transform`). By default
+        the pipeline's alignment (the similarity of the 68 landmarks onto the template); with no
+        landmarks the photo is taken as already framed (padded square and resized)."""
+        from facegan.faces.align import align_face, dataset_crop
+
+        if landmarks is None:
+            return dataset_crop(image, self.image_size)[0], {}
+        return align_face(image, landmarks, self.image_size, align.eye_distance, align.eye_y)[0], {}
+
+    @abstractmethod
+    def transform(self, crops: torch.Tensor, **options) -> Transformed:
+        """(N, 3, S, S) crops in [-1, 1] -> Transformed (output (N, 3, S, S) in [-1, 1])."""
+
+
+class GANMethod(GeneratorMethod):
     """A generator G and a discriminator D, each with Adam(lr, (beta1, beta2)), one D
     step per G step, and an EMA of G's weights (`G_ema`) for sampling."""
 
-    def __init__(self, params, common, G: nn.Module, D: nn.Module):
-        super().__init__(params, common)
+    def __init__(self, params, common, G: nn.Module, D: nn.Module, image_size: int = 64):
+        super().__init__(params, common, image_size)
         self.G, self.D = G, D
         self.ema = EMA(self.G, params.ema_decay)
         self.G_ema = self.ema.shadow  # registered, so it is saved with the method

@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import GANMethod
+from facegan.methods.base import GANMethod, Metric, RequestError, TrainingData, Transformed, TransformMethod
 from facegan.methods.nets import Generator, down_trunk, sn_linear
-from facegan.reports import save_labelled_grid
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
@@ -67,13 +66,22 @@ class BeautyDiscriminator(nn.Module):
         return self.adversarial(h).squeeze(1), self.beauty(h)
 
 
-class BeholderGAN(GANMethod):
+class BeholderGAN(GANMethod, TransformMethod):
+    """Generates faces from beauty vectors (`generate`) and beautifies photos (`transform`)."""
     name = "beholder"
+    losses = ("loss_d_adv", "loss_d_beta", "loss_g_adv", "loss_g_beta")
+    headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
+                Metric("beauty_spearman", "higher", "beauty Spearman"),
+                Metric("beautify_rise_rate", "higher"),
+                Metric("identity_acc_beautified", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
+                       "beautified photos"))
 
-    def __init__(self, params, common, size: int = 64):
+    def __init__(self, params, common, image_size: int = 64):
         k = params.raters
-        super().__init__(params, common, Generator(params.z_dim, k, params.g_width, size),
-                         BeautyDiscriminator(k, params.d_width, size))
+        super().__init__(params, common, Generator(params.z_dim, k, params.g_width, image_size),
+                         BeautyDiscriminator(k, params.d_width, image_size), image_size)
+        self.root = None   # the project, for the beauty judge that beautification reads (setup)
+        self._judge = None
         self.register_buffer("beta_mean", torch.zeros(k))
         self.register_buffer("beta_std", torch.ones(k))
         self.register_buffer("beta_levels", torch.zeros(QUANTILES, k))
@@ -145,12 +153,13 @@ class BeholderGAN(GANMethod):
         return self.beta_mean.device
 
     @torch.no_grad()
-    def generate(self, beta: torch.Tensor, z: torch.Tensor | None = None,
+    def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Faces for beauty vectors beta (N, K) in rating units."""
         if z is None:
-            z = torch.randn(len(beta), self.params.z_dim, generator=generator)
-        return self.G_ema.eval()(z.to(self._device()), self.g_condition(self.standardise(beta.to(self._device()))))
+            z = torch.randn(len(conditions), self.params.z_dim, generator=generator)
+        beta = conditions.to(self._device())
+        return self.G_ema.eval()(z.to(self._device()), self.g_condition(self.standardise(beta)))
 
     def strips(self, z: torch.Tensor, levels: int) -> torch.Tensor:
         """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels."""
@@ -161,16 +170,25 @@ class BeholderGAN(GANMethod):
         """8 fixed z (rows) x 8 beta levels from the 5th to the 95th percentile (columns)."""
         return self.strips(torch.randn(8, self.params.z_dim, generator=generator), 8)
 
+    def sample_sheet(self, n, values, levels, generator):
+        """n rows of one z each, beauty rising along the row through `levels` levels."""
+        if values:
+            raise RequestError(f"{self.name} generates from beauty levels, not attributes: use --levels")
+        faces = self.strips(torch.randn(n, self.params.z_dim, generator=generator), levels)
+        return faces, levels, (f"{n} faces (rows), each at {levels} beauty levels from the 5th to the 95th "
+                               "percentile (left to right)")
+
     # ---------------------------------------------------------------- beautification
-    def invert(self, photos: torch.Tensor, facenet, generator: torch.Generator, steps: int | None = None,
-               starts: int | None = None, on_step=None) -> dict[str, torch.Tensor]:
+    def invert(self, photos: torch.Tensor, facenet, generator: torch.Generator, inversion,
+               on_step=None) -> dict[str, torch.Tensor]:
         """Recover (z, c) with G_ema(z, c) ~ photos (N, 3, H, W in [-1, 1]); c is beta standardised.
 
         Adam on alpha * pixel MSE + (1 - alpha) * squared FaceNet embedding distance,
         from `starts` random (z0, c0) per photo; after a fifth of the steps only the
-        start with the lowest loss goes on. Returns z, c, beta and the final loss (N,)."""
+        start with the lowest loss goes on (`inversion`: config.InversionParams, steps, starts,
+        lr, alpha). Returns z, c, beta and the final loss (N,)."""
         p = self.params
-        steps, starts = steps or p.invert_steps, starts or p.invert_starts
+        steps, starts = inversion.steps, inversion.starts
         device, n = self._device(), len(photos)
         photos = photos.to(device).float()
         with torch.no_grad():
@@ -185,7 +203,7 @@ class BeholderGAN(GANMethod):
             fake = G(z, self.g_condition(c)).float()
             pixel = (fake - photos[index]).pow(2).flatten(1).mean(1)
             feature = (facenet(fake) - target[index]).pow(2).sum(1)
-            return p.invert_alpha * pixel + (1 - p.invert_alpha) * feature
+            return inversion.alpha * pixel + (1 - inversion.alpha) * feature
 
         def best_start(z, c, index):
             with torch.no_grad():
@@ -193,11 +211,11 @@ class BeholderGAN(GANMethod):
             return z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), index[best]
 
         z, c = z.requires_grad_(), c.requires_grad_()
-        optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
+        optimizer = torch.optim.Adam([z, c], lr=inversion.lr)
         for step in range(steps):
             if step == select_at and starts > 1:
                 z, c, index = best_start(z, c, index)
-                optimizer = torch.optim.Adam([z, c], lr=p.invert_lr)
+                optimizer = torch.optim.Adam([z, c], lr=inversion.lr)
             loss = losses(z, c, index)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -218,12 +236,49 @@ class BeholderGAN(GANMethod):
         """G(z, beta + delta * sigma): every rater's score raised by `delta` of that rater's std."""
         return self.generate(beta + delta * self.beta_std, z)
 
+    def setup(self, root, device) -> None:
+        self.root = root
+
+    def judge(self):
+        """The per-rater ensemble (models/beauty) with FaceNet: beautification inverts through FaceNet
+        and reports the ensemble's beauty. Loaded on first use; a missing model names its stage."""
+        if self._judge is None:
+            from facegan.beauty.judge import BeautyJudge
+
+            if self.root is None:
+                raise RuntimeError("beholder.judge needs the project: call setup(root) (load_trained does)")
+            self._judge = BeautyJudge(self.root, self._device())
+            if len(self._judge.ensemble.raters) != self.params.raters:
+                from facegan.data.quality import DataError
+                raise DataError(f"models/beauty has {len(self._judge.ensemble.raters)} raters but models/beholder "
+                                f"was trained with K = {self.params.raters}: set beauty.raters and "
+                                "train.beholder.raters equal and re-run")
+        return self._judge
+
+    def transform(self, crops, delta: float = 1.0, inversion=None, generator: torch.Generator | None = None):
+        """Beautification: recover (z, beta) of each crop (`inversion`: config.InversionParams), regenerate
+        at beta + delta sd. Panels: the reconstruction G(z, beta)."""
+        if inversion is None:
+            from facegan.config import InversionParams
+            inversion = InversionParams()
+        judge = self.judge()
+        generator = generator or torch.Generator().manual_seed(0)
+        crops = crops.float()
+        with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+            recovered = self.invert(crops, judge.facenet, generator, inversion)
+        beautified = self.regenerate(recovered["z"], recovered["beta"], delta).float().cpu()
+        reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
+        before, recon, after = (judge.beauty(x) for x in (crops, reconstruction, beautified))
+        notes = [f"predicted beauty: photo {b:.2f}, reconstruction {r:.2f}, beautified {a:.2f} (every rater "
+                 f"{delta:+g} sd)" for b, r, a in zip(before, recon, after)]
+        return Transformed(beautified, {"reconstruction": reconstruction}, notes)
+
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """Aligned CelebA train faces with their pseudo beta, plus (london_real) the
         rating set's train faces with their real ratings."""
-        from facegan.beauty.stage import load_pseudo_labels
+        from facegan.data.pseudo_labels import load_pseudo_labels
         from facegan.config import ConfigError
         from facegan.data.datasets import load_images, set_folder
         from facegan.data.images import load_rgb
@@ -245,75 +300,67 @@ class BeholderGAN(GANMethod):
             folder = set_folder(root, str(real["set"]))
             extra = np.stack([load_rgb(folder / p) for p in real["path"][train]])
             images, beta = np.concatenate([images, extra]), np.concatenate([beta, real["beta"][train]])
-        return images, beta
+        return TrainingData(images, beta)
 
-    def evaluate(self, root, params, report_dir) -> dict:
+    def evaluate(self, context) -> dict:
         """FID/KID; beauty control (beauty_spearman) and identity along strips;
         beautification of held-out CelebA test faces (beauty rise, identity)."""
-        from facegan.beauty.stage import BeautyJudge, load_pseudo_labels
-        from facegan.data.datasets import to_uint8
-        from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
+        from facegan.data.pseudo_labels import load_pseudo_labels
+        from facegan.metrics.beauty import beauty_control, strip_identity
 
-        p, device = self.params, self._device()
-        judge = BeautyJudge(root, device)
-        if len(judge.ensemble.raters) != p.raters:
-            from facegan.data.quality import DataError
-            raise DataError(f"models/beauty has {len(judge.ensemble.raters)} raters but models/beholder was trained "
-                            f"with K = {p.raters}: set beauty.raters and train.beholder.raters equal and re-run")
-        generator = torch.Generator().manual_seed(params.seed)
+        settings, own = context.shared, context.own
+        judge = self.judge()
+        generator = torch.Generator().manual_seed(settings.seed)
 
         # ---------------- 1. FID/KID: beta drawn from the training distribution of pseudo-labels
-        pseudo = load_pseudo_labels(root, "celeba")
+        pseudo = load_pseudo_labels(context.root, "celeba")
         train_beta = pseudo["beta"][pseudo["split"] == "train"]
-        rng = np.random.default_rng(params.seed)
-        requested = torch.from_numpy(train_beta[rng.integers(len(train_beta), size=params.n_samples)])
+        rng = np.random.default_rng(settings.seed)
+        requested = torch.from_numpy(train_beta[rng.integers(len(train_beta), size=settings.n_samples)])
         fakes = torch.cat([self.generate(chunk, generator=generator).float().cpu()
-                           for chunk in requested.split(params.batch_size)])
-        result = fid_kid_against(load_reference(reference_path(root, "celeba", "test", fakes.shape[-1])),
-                                 inception_features([to_uint8(fakes)]), params.kid_subsets)
+                           for chunk in requested.split(settings.batch_size)])
+        result = context.fid_kid(fakes, ("celeba", "test"))
 
         # ---------------- 2. beauty control and identity along strips
-        z = torch.randn(p.eval_strips, p.z_dim, generator=generator)
-        strips = torch.cat([self.strips(chunk, p.eval_levels).float().cpu()
-                            for chunk in z.split(max(1, params.batch_size // p.eval_levels))])
-        asked = self.levels(p.eval_levels).mean(1).cpu().numpy()
-        result.update(beauty_control(asked, judge.beauty(strips).reshape(p.eval_strips, p.eval_levels)))
-        result.update(strip_identity(judge.dlib(strips).reshape(p.eval_strips, p.eval_levels, -1)))
-        save_labelled_grid(strips[:8 * p.eval_levels], [f"z{r}" for r in range(min(8, p.eval_strips))],
-                           report_dir / "beauty_strips.png", per_row=p.eval_levels)
+        z = torch.randn(own.strips, self.params.z_dim, generator=generator)
+        strips = torch.cat([self.strips(chunk, own.levels).float().cpu()
+                            for chunk in z.split(max(1, settings.batch_size // own.levels))])
+        asked = self.levels(own.levels).mean(1).cpu().numpy()
+        result.update(beauty_control(asked, judge.beauty(strips).reshape(own.strips, own.levels)))
+        result.update(strip_identity(judge.dlib(strips).reshape(own.strips, own.levels, -1)))
+        context.save_grid(strips[:8 * own.levels], [f"z{r}" for r in range(min(8, own.strips))],
+                          "beauty_strips.png", per_row=own.levels)
 
         # ---------------- 3. beautification of held-out faces
-        result.update(self.evaluate_beautification(root, judge, generator, report_dir))
+        result.update(self.evaluate_beautification(context, generator))
         return result
 
-    def evaluate_beautification(self, root, judge, generator, report_dir) -> dict:
+    def evaluate_beautification(self, context, generator) -> dict:
         from facegan.data.datasets import load_images, set_folder, to_tensor
-        from facegan.metrics.identity import faces_with_a_second_photo, identity_preservation
+        from facegan.metrics.pixels import psnr
 
-        p = self.params
-        images, frame = load_images(set_folder(root, "celeba"), ["test"])
-        chosen, source, gallery = faces_with_a_second_photo(root, list(frame["path"]), p.eval_beautify)
-        identities = gallery["identity"].astype(str)
-        photos = to_tensor(images[chosen])
+        own = context.own
+        images, frame = load_images(set_folder(context.root, "celeba"), ["test"])
+        check = context.identity_check(frame["path"], own.beautify_faces)
+        photos = to_tensor(images[check.chosen])
+        judge = self.judge()
         with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
-            recovered = self.invert(photos, judge.facenet, generator)
+            recovered = self.invert(photos, judge.facenet, generator, own.inversion)
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
-        beautified = self.regenerate(recovered["z"], recovered["beta"], p.eval_delta).float().cpu()
+        beautified = self.regenerate(recovered["z"], recovered["beta"], own.delta).float().cpu()
         beauty_photo, beauty_recon, beauty_new = (judge.beauty(x) for x in (photos, reconstruction, beautified))
-        keep = identity_preservation(judge.dlib(beautified), source, gallery["dlib"], identities)
-        recon = identity_preservation(judge.dlib(reconstruction), source, gallery["dlib"], identities)
-        mse = (reconstruction - photos).pow(2).flatten(1).mean(1)
-        rows = ["photo", "reconstruction", f"beta + {p.eval_delta:g} sd"]
-        save_labelled_grid(torch.cat([photos[:8], reconstruction[:8], beautified[:8]]), rows,
-                           report_dir / "beautification.png", per_row=min(8, len(photos)))
+        keep, recon = check(beautified), check(reconstruction)
+        rows = ["photo", "reconstruction", f"beta + {own.delta:g} sd"]
+        context.save_grid(torch.cat([photos[:8], reconstruction[:8], beautified[:8]]), rows,
+                          "beautification.png", per_row=min(8, len(photos)))
         return {
-            "beautify_faces": len(chosen), "beautify_delta": p.eval_delta,
+            "beautify_faces": check.faces, "beautify_delta": own.delta,
             "beautify_rise_rate": float((beauty_new > beauty_photo).mean()),
             "beautify_rise_rate_vs_reconstruction": float((beauty_new > beauty_recon).mean()),
             "beautify_beauty_photo": float(beauty_photo.mean()),
             "beautify_beauty_reconstruction": float(beauty_recon.mean()),
             "beautify_beauty_beautified": float(beauty_new.mean()),
-            "reconstruction_psnr": float((10 * torch.log10(4 / mse.clamp_min(1e-10))).mean()),
+            "reconstruction_psnr": float(psnr(reconstruction, photos).mean()),
             "inversion_loss": float(recovered["loss"].mean()),
             "identity_acc_beautified": keep["identity_acc"],
             "identity_acc_reconstruction": recon["identity_acc"],
@@ -323,40 +370,3 @@ class BeholderGAN(GANMethod):
             "identity_ceiling_at_fixed": keep["identity_ceiling_at_fixed"],
             "identity_pairs": keep["identity_pairs"],
         }
-
-
-def beauty_control(asked: np.ndarray, predicted: np.ndarray) -> dict:
-    """asked (L,): mean beta of each level; predicted (S, L): the ensemble's beauty of strip s at level l.
-
-    beauty_spearman pools every (z, level) pair: the literal, strictest reading
-    (different z differ in beauty too); within_z asks whether the SAME face
-    ranks right (the paper's claim), levels whether the average does."""
-    from scipy.stats import spearmanr
-
-    strips, levels = predicted.shape
-    within = [spearmanr(asked, row).statistic for row in predicted]
-    return {
-        "beauty_spearman": float(spearmanr(np.tile(asked, strips), predicted.ravel()).statistic),
-        "beauty_spearman_within_z": float(np.nanmean(within)),
-        "beauty_spearman_levels": float(spearmanr(asked, predicted.mean(0)).statistic),
-        "beauty_predicted_low": float(predicted[:, 0].mean()),
-        "beauty_predicted_high": float(predicted[:, -1].mean()),
-        "beauty_asked_low": float(asked[0]), "beauty_asked_high": float(asked[-1]),
-    }
-
-
-def strip_identity(descriptors: np.ndarray) -> dict:
-    """descriptors (S, L, D): is a strip one person? dlib's 0.6 same-person rule on
-    neighbours and on the two ends, beside the same rule on different z at one level."""
-    from facegan.metrics.identity import DLIB_THRESHOLD
-
-    neighbours = np.linalg.norm(descriptors[:, 1:] - descriptors[:, :-1], axis=2)
-    ends = np.linalg.norm(descriptors[:, -1] - descriptors[:, 0], axis=1)
-    strangers = np.linalg.norm(descriptors - np.roll(descriptors, 1, axis=0), axis=2)
-    return {
-        "strip_neighbours_same_rate": float((neighbours < DLIB_THRESHOLD).mean()),
-        "strip_ends_same_rate": float((ends < DLIB_THRESHOLD).mean()),
-        "strip_different_z_same_rate": float((strangers < DLIB_THRESHOLD).mean()),
-        "strip_neighbour_distance": float(neighbours.mean()),
-        "strip_different_z_distance": float(strangers.mean()),
-    }

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import GANMethod
+from facegan.methods.base import GANMethod, Metric, TrainingData
 from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 
@@ -38,12 +38,16 @@ class Discriminator(nn.Module):
 
 class CGAN(GANMethod):
     name = "cgan"
+    losses = ("loss_d_real", "loss_d_fake", "loss_g")
+    headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
+                Metric("attr_acc", "higher", "attribute acc.", note="attr_acc: the judge sees each requested attribute"))
 
-    def __init__(self, params, common, size: int = 64):
+    def __init__(self, params, common, image_size: int = 64):
         n_attr = len(params.attributes)
-        super().__init__(params, common, Generator(params.z_dim, n_attr, params.g_width, size),
-                         Discriminator(n_attr, params.d_width, size))
+        super().__init__(params, common, Generator(params.z_dim, n_attr, params.g_width, image_size),
+                         Discriminator(n_attr, params.d_width, image_size), image_size)
         self.attributes = list(params.attributes)
+        self.condition_names = self.attributes
 
     @staticmethod
     def condition(labels: torch.Tensor) -> torch.Tensor:
@@ -74,13 +78,13 @@ class CGAN(GANMethod):
         return {"loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(), "loss_g": loss_g.item()}
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, z: torch.Tensor | None = None,
+    def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Faces for attribute vectors `labels` (N, A) in {0, 1} (or in between), with the EMA generator."""
-        device = next(self.G_ema.parameters()).device
+        """Faces for attribute vectors (N, A) in {0, 1} (or in between), with the EMA generator."""
+        device = self.device()
         if z is None:
-            z = torch.randn(len(labels), self.params.z_dim, generator=generator)
-        return self.G_ema.eval()(z.to(device), self.condition(labels.to(device)))
+            z = torch.randn(len(conditions), self.params.z_dim, generator=generator)
+        return self.G_ema.eval()(z.to(device), self.condition(conditions.to(device)))
 
     def sample_grid(self, generator):
         """8 attribute combinations (rows) x 8 fixed z (columns)."""
@@ -92,12 +96,12 @@ class CGAN(GANMethod):
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """Aligned CelebA train split and the configured attributes (0/1)."""
         from facegan.data.datasets import celeba_attributes
 
         images, labels, _ = celeba_attributes(root, params.attributes, "train")
-        return images, labels
+        return TrainingData(images, labels)
 
     @staticmethod
     def training_labels(root, params):
@@ -108,27 +112,21 @@ class CGAN(GANMethod):
         frame = read_manifest(set_folder(root, "celeba"))
         return frame.loc[frame["split"] == "train", list(params.attributes)].to_numpy()
 
-    def evaluate(self, root, params, report_dir) -> dict:
+    def evaluate(self, context) -> dict:
         """FID/KID of generated faces vs the real test split; attr_acc: does the
         attribute judge see each requested attribute (random vectors drawn from
         the real label distribution)? Plus a grid per attribute combination."""
         import numpy as np
 
-        from facegan.data.datasets import to_uint8
-        from facegan.metrics import attributes as judge_module
-        from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
-        from facegan.reports import save_labelled_grid
-
-        labels = self.training_labels(root, self.params)
-        rng = np.random.default_rng(params.seed)
-        requested = torch.tensor(labels[rng.integers(len(labels), size=params.n_samples)], dtype=torch.float32)
-        generator = torch.Generator().manual_seed(params.seed)
+        settings = context.shared
+        labels = self.training_labels(context.root, self.params)
+        rng = np.random.default_rng(settings.seed)
+        requested = torch.tensor(labels[rng.integers(len(labels), size=settings.n_samples)], dtype=torch.float32)
+        generator = torch.Generator().manual_seed(settings.seed)
         fakes = torch.cat([self.generate(chunk, generator=generator).float().cpu()
-                           for chunk in requested.split(params.batch_size)])
-        size = fakes.shape[-1]
-        result = fid_kid_against(load_reference(reference_path(root, "celeba", "test", size)),
-                                 inception_features([to_uint8(fakes)]), params.kid_subsets)
-        judge = judge_module.load(root / "models" / "attr_classifier")
+                           for chunk in requested.split(settings.batch_size)])
+        result = context.fid_kid(fakes, ("celeba", "test"))
+        judge = context.attribute_judge()
         probabilities = judge.predict(fakes)
         per_attribute = {}
         for k, name in enumerate(self.attributes):
@@ -144,7 +142,8 @@ class CGAN(GANMethod):
         if set(example) <= set(self.attributes):
             rows["young blond female attractive"] = torch.tensor(
                 [float(example.get(name, 0)) for name in self.attributes])
-        z = torch.randn(8, self.params.z_dim, generator=torch.Generator().manual_seed(params.seed))
-        grid = torch.cat([self.generate(v.repeat(8, 1), z) for v in rows.values()]).float()
-        save_labelled_grid(grid, list(rows), report_dir / "attribute_combinations.png", per_row=8)
+        columns = context.own.grid_z
+        z = torch.randn(columns, self.params.z_dim, generator=torch.Generator().manual_seed(settings.seed))
+        grid = torch.cat([self.generate(v.repeat(columns, 1), z) for v in rows.values()]).float()
+        context.save_grid(grid, list(rows), "attribute_combinations.png", per_row=columns)
         return result

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import Method, unwrap
+from facegan.methods.base import Metric, TrainingData, Transformed, TransformMethod, unwrap
 from facegan.methods.nets import strided_layers, total_variation
 from facegan.pretrained.facenet import load_converted as load_fixed_f
 from facegan.devices import inference_autocast as autocast_like_training
@@ -110,15 +110,19 @@ def classes(n: int, label: int, device) -> torch.Tensor:
     return torch.full((n,), label, dtype=torch.long, device=device)
 
 
-class DomainTransferNetwork(Method):
+class DomainTransferNetwork(TransformMethod):
     name = "dtn"
+    losses = ("loss_d", "loss_gang", "loss_const", "loss_tid", "loss_tv", "loss_g")
+    headline = (Metric("f_constancy", "higher"), Metric("retrieval_rank1", "higher", "retrieval rank-1"),
+                Metric("identity_acc", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
+                       "avatar vs another photo of the person"),
+                Metric("fid", "lower", "FID", note="against the real test avatars"), Metric("kid", "lower", "KID"))
 
-    def __init__(self, params, common, size: int = 64):
-        super().__init__(params, common)
-        self.g = EmbeddingGenerator(EMBEDDING_DIM, params.g_width, size)
-        self.D = TernaryDiscriminator(params.d_width, size)
+    def __init__(self, params, common, image_size: int = 64):
+        super().__init__(params, common, image_size)
+        self.g = EmbeddingGenerator(EMBEDDING_DIM, params.g_width, image_size)
+        self.D = TernaryDiscriminator(params.d_width, image_size)
         self.f = None   # FaceNet, attached by setup(); fixed, never saved with the method
-        self.examples: dict | None = None
 
     def setup(self, root: Path, device) -> None:
         self.attach_f(load_fixed_f(root, device))
@@ -196,7 +200,16 @@ class DomainTransferNetwork(Method):
 
     # ---------------------------------------------------------------- use
     def _device(self):
-        return next(self.parameters()).device
+        return self.device()
+
+    def transform(self, crops) -> Transformed:
+        """G(x) = g(f(x)); each note gives f-constancy cos(f(x), f(G(x)))."""
+        with autocast_like_training(self._device()):
+            f_s = self.embed(crops)
+            avatars = self.g.eval()(f_s).float()
+            kept = cosine(f_s.cpu().numpy(), self.embed(avatars).cpu().numpy())
+        notes = [f"{self.params.target} avatar; f-constancy cos(f(photo), f(avatar)) = {k:.3f}" for k in kept]
+        return Transformed(avatars.cpu(), {}, notes)
 
     @torch.no_grad()
     def embed(self, photos: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -204,15 +217,10 @@ class DomainTransferNetwork(Method):
         device = self._device()
         return torch.cat([self.f(photos[i:i + batch].to(device)).float() for i in range(0, len(photos), batch)])
 
-    @torch.no_grad()
-    def transfer(self, photos: torch.Tensor) -> torch.Tensor:
-        """G(x) = g(f(x))."""
-        return self.g.eval()(self.embed(photos))
-
     def sample_grid(self, generator):
         """Rows of 8: training faces, their G(s); avatars, their G(t)."""
         if self.examples is None:
-            raise RuntimeError("dtn.sample_grid needs example images (set by the training loop)")
+            raise RuntimeError("dtn.sample_grid needs example images (start_training sets them)")
         g = self.g.eval()
         with torch.no_grad():
             rows = [self.examples["image"][:8], g(self.examples["attributes"][:8]),
@@ -222,7 +230,7 @@ class DomainTransferNetwork(Method):
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """S: aligned CelebA train faces with f(s); T (aux "target"): the target set's train images with f(t)."""
         from facegan.data.datasets import load_images, set_folder
 
@@ -232,60 +240,52 @@ class DomainTransferNetwork(Method):
             raise ValueError(f"{params.target} images are {targets.shape[1]} px but the faces are {faces.shape[1]}: "
                              "set render_avatars.size equal to align.size")
         facenet = load_fixed_f(root)
-        return faces, embed_uint8(facenet, faces), {"target": (targets, embed_uint8(facenet, targets))}
+        return TrainingData(faces, embed_uint8(facenet, faces), {"target": (targets, embed_uint8(facenet, targets))})
 
-    def evaluate(self, root, params, report_dir) -> dict:
+    def evaluate(self, context) -> dict:
         """f-constancy, identity retrieval, L_TID on test targets, FID of G(S) vs real test targets, grids."""
-        from facegan.data.datasets import load_images, set_folder, to_tensor, to_uint8
-        from facegan.metrics.fid import (fid_kid_against, inception_features, load_reference, reference_path,
-                                         statistics)
-        from facegan.reports import save_labelled_grid
+        from facegan.data.datasets import load_images, set_folder, to_tensor
+        from facegan.metrics.fid import load_reference, reference_of, reference_path
 
-        p = self.params
-        faces, frame = load_images(set_folder(root, "celeba"), ["test"])
-        targets, _ = load_images(set_folder(root, p.target), ["test"])
+        p, settings, own, batch = self.params, context.shared, context.own, context.shared.batch_size
+        faces, frame = load_images(set_folder(context.root, "celeba"), ["test"])
+        targets, _ = load_images(set_folder(context.root, p.target), ["test"])
         photos, real_t = to_tensor(faces), to_tensor(targets)
         with autocast_like_training(self._device()):
             f_s = self.embed(photos)
-            outputs = torch.cat([self.g.eval()(f_s[i:i + params.batch_size]).float()
-                                 for i in range(0, len(f_s), params.batch_size)])
+            outputs = torch.cat([self.g.eval()(f_s[i:i + batch]).float() for i in range(0, len(f_s), batch)])
             f_gs = self.embed(outputs)
             f_t = self.embed(real_t)
-            outputs_t = torch.cat([self.g(f_t[i:i + params.batch_size]).float()
-                                   for i in range(0, len(f_t), params.batch_size)])
+            outputs_t = torch.cat([self.g(f_t[i:i + batch]).float() for i in range(0, len(f_t), batch)])
+        outputs, outputs_t = outputs.cpu(), outputs_t.cpu()
         result = {"test_faces": len(photos), "test_targets": len(real_t), "target": p.target}
-        result.update(f_constancy(f_s.cpu().numpy(), f_gs.cpu().numpy(), params.seed))
+        result.update(f_constancy(f_s.cpu().numpy(), f_gs.cpu().numpy(), settings.seed))
         result.update(retrieval(f_s.cpu().numpy(), f_gs.cpu().numpy(), frame["identity"].to_numpy(str),
-                                p.eval_retrieval, p.eval_retrieval_sets, params.seed))
-        result["l_tid_test"] = float(F.mse_loss(outputs_t.cpu(), real_t).item())
+                                own.retrieval, own.retrieval_sets, settings.seed))
+        result["l_tid_test"] = float(F.mse_loss(outputs_t, real_t).item())
 
         # an independent recognizer: g was trained against f, so f-constancy and retrieval can be won
         # with patterns only f reads; dlib verifies G(s) against another photo of the person
-        from facegan.metrics.identity import identity_checker
-
-        result["identity_faces"], check = identity_checker(root, frame["path"], p.eval_identity, params.seed)
-        result.update(check(outputs.cpu()))
+        check = context.identity_check(frame["path"], own.identity_faces)
+        result["identity_faces"] = check.faces
+        result.update(check(outputs[check.chosen]))
 
         # FID of G(S) vs the real test targets: the fid_stats reference (avatars), or, for a set
         # fid_stats does not cover (emoji: 286 images in all), every image of the set, computed here
-        fake_features = inception_features([to_uint8(outputs[:params.n_samples])])
-        reference_file = reference_path(root, p.target, "test", outputs.shape[-1])
+        reference_file = reference_path(context.root, p.target, "test", outputs.shape[-1])
         if reference_file.exists():
             reference, result["fid_reference"] = load_reference(reference_file), f"{p.target} test split"
         else:
-            every, _ = load_images(set_folder(root, p.target))
-            features = inception_features([every])
-            mu, sigma = statistics(features)
-            reference = {"features": features, "mu": mu, "sigma": sigma}
+            every, _ = load_images(set_folder(context.root, p.target))
+            reference = reference_of(every)
             result["fid_reference"] = f"every {p.target} image ({len(every)}), no fid_stats entry"
-        result.update(fid_kid_against(reference, fake_features, params.kid_subsets))
+        result.update(context.fid_kid(outputs[:settings.n_samples], reference))
 
-        order = np.random.default_rng(params.seed).permutation(len(photos))[:16]
-        save_labelled_grid(torch.cat([photos[order[:8]], outputs[order[:8]].cpu(), photos[order[8:]],
-                                      outputs[order[8:]].cpu()]), ["face", "G(face)", "face", "G(face)"],
-                           report_dir / "faces_to_avatars.png", per_row=8)
-        save_labelled_grid(torch.cat([real_t[:8], outputs_t[:8].cpu()]), [p.target, f"G({p.target})"],
-                           report_dir / "target_identity.png", per_row=8)
+        order = np.random.default_rng(settings.seed).permutation(len(photos))[:16]
+        context.save_grid(torch.cat([photos[order[:8]], outputs[order[:8]], photos[order[8:]], outputs[order[8:]]]),
+                          ["face", "G(face)", "face", "G(face)"], "faces_to_avatars.png", per_row=8)
+        context.save_grid(torch.cat([real_t[:8], outputs_t[:8]]), [p.target, f"G({p.target})"],
+                          "target_identity.png", per_row=8)
         return result
 
 

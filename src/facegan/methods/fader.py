@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import Method, unwrap
+from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
 
 CLIP_NORM = 5.0
 EVAL_SLIDER = np.linspace(0, 1, 8)   # slider values in the report's strips
@@ -124,21 +124,30 @@ def lambda_e_at(step: int, target: float, warmup: int, ramp: int) -> float:
     return target * min(1.0, (step - warmup) / ramp) if ramp > 0 else target
 
 
-class FaderNetwork(Method):
+class FaderNetwork(TransformMethod):
     name = "fader"
+    headline = (Metric("reconstruction_psnr", "higher"),
+                Metric("swap_acc", "higher", "attribute acc.", note="swap_acc: the judge sees the flipped attribute"),
+                Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
+                Metric("identity_acc", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
+                       "mean over the attribute swaps"),
+                Metric("identity_acc_reconstruction", "higher"))
 
-    def __init__(self, params, common, size: int = 64):
-        super().__init__(params, common)
+    def __init__(self, params, common, image_size: int = 64):
+        super().__init__(params, common, image_size)
         self.attributes = list(params.attributes)
-        blocks = int(round(np.log2(size / params.latent_size)))
-        if 2 ** blocks * params.latent_size != size or blocks < 1:
-            raise ValueError(f"train.fader.latent_size = {params.latent_size} must divide the image side {size} "
-                             "by a power of two")
+        self.condition_names = self.attributes
+        self.losses = ("loss_rec", "loss_dis", "loss_adv", "lambda_e", "lat_dis_acc",
+                       *(f"lat_dis_acc_{name}" for name in self.attributes))
+        blocks = int(round(np.log2(image_size / params.latent_size)))
+        if 2 ** blocks * params.latent_size != image_size or blocks < 1:
+            raise ValueError(f"train.fader.latent_size = {params.latent_size} must divide the image side "
+                             f"{image_size} by a power of two")
         widths = [min(params.width * 2 ** i, params.max_width) for i in range(blocks)]
         self.E = Encoder(widths)
         self.Dec = Decoder(widths, len(self.attributes))
         self.LD = LatentDiscriminator(widths[-1], params.latent_size, len(self.attributes))
-        self.examples: dict | None = None
+        self.root = None   # the project, for the attribute judge that reads a photo's own attributes (setup)
 
     def trainable(self):
         return {"E": self.E, "Dec": self.Dec, "LD": self.LD}
@@ -193,7 +202,35 @@ class FaderNetwork(Method):
 
     # ---------------------------------------------------------------- editing
     def _device(self):
-        return next(self.parameters()).device
+        return self.device()
+
+    def setup(self, root, device) -> None:
+        self.root = root
+
+    def transform(self, crops, attributes: dict[str, float] | None = None) -> Transformed:
+        """Dec(E(x), y') with y' the photo's own attributes (as the attribute judge, models/attr_classifier,
+        sees them) except those in `attributes` (0 absent, 1 present, beyond: the paper's extrapolation).
+        Panels: the reconstruction Dec(E(x), y)."""
+        from facegan.metrics import attributes as judge_module
+
+        asked = dict(attributes or {})
+        unknown = sorted(set(asked) - set(self.attributes))
+        if unknown:
+            raise RequestError(f"{unknown[0]!r} is not an attribute of this model; expected one of "
+                               f"{', '.join(self.attributes)}")
+        judge = judge_module.load(self.root / "models" / "attr_classifier")
+        seen = judge.predict(crops)
+        own = torch.tensor([[float(seen[k, judge.column(name)] >= 0.5) for name in self.attributes]
+                            for k in range(len(crops))])
+        wanted = own.clone()
+        for name, value in asked.items():
+            wanted[:, self.attributes.index(name)] = value
+        latent = self.encode(crops)
+        edited, reconstruction = self.decode(latent, wanted).float().cpu(), self.decode(latent, own).float().cpu()
+        change = ", ".join(f"{n}={v:g}" for n, v in asked.items()) or "nothing (reconstruction)"
+        notes = ["judged " + ", ".join(f"{n}={int(v)}" for n, v in zip(self.attributes, row.tolist()))
+                 + f"; set {change}" for row in own]
+        return Transformed(edited, {"reconstruction": reconstruction}, notes)
 
     @torch.no_grad()
     def encode(self, photos: torch.Tensor) -> torch.Tensor:
@@ -202,11 +239,6 @@ class FaderNetwork(Method):
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.Dec.eval()(latent, y.to(latent.device).float())
-
-    @torch.no_grad()
-    def edit(self, photos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Dec(E(photos), y): y (N, A) the wanted attribute values (true ones reconstruct)."""
-        return self.decode(self.encode(photos), y)
 
     @torch.no_grad()
     def sliders(self, photo: torch.Tensor, y: torch.Tensor, attribute: int, values) -> torch.Tensor:
@@ -225,7 +257,7 @@ class FaderNetwork(Method):
     def sample_grid(self, generator):
         """8 training photos (rows): photo, reconstruction, then each attribute swapped (columns)."""
         if self.examples is None:
-            raise RuntimeError("fader.sample_grid needs example photos (set by the training loop)")
+            raise RuntimeError("fader.sample_grid needs example photos (start_training sets them)")
         x, y = self.examples["image"][:8], self.examples["attributes"][:8]
         latent = self.encode(x)
         columns = [x.to(latent.device), self.decode(latent, y)]
@@ -238,41 +270,40 @@ class FaderNetwork(Method):
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """Aligned CelebA train split and the configured attributes (0/1)."""
         from facegan.data.datasets import celeba_attributes
 
         images, labels, _ = celeba_attributes(root, params.attributes, "train")
-        return images, labels
+        return TrainingData(images, labels)
 
-    def evaluate(self, root, params, report_dir) -> dict:
+    def evaluate(self, context) -> dict:
         """On the CelebA test split: reconstruction (PSNR, L1) with the true attributes;
         swap accuracy per attribute (the attribute judge sees 1 - y_a after the swap);
         identity of swapped faces beside the untransformed ceiling; FID/KID of
         swapped faces vs the real test faces; the latent discriminator's accuracy
         on test latents beside the majority rate; slider strips and the training curve."""
-        from facegan.data.datasets import celeba_attributes, to_tensor, to_uint8
-        from facegan.metrics import attributes as judge_module
-        from facegan.metrics.fid import fid_kid_against, inception_features, load_reference, reference_path
-        from facegan.reports import save_labelled_grid
+        from facegan.data.datasets import celeba_attributes, to_tensor
+        from facegan.metrics.fid import load_reference, reference_path
+        from facegan.metrics.pixels import l1, psnr
 
-        p = self.params
-        images, labels, frame = celeba_attributes(root, self.attributes, "test")
+        settings, batch = context.shared, context.shared.batch_size
+        images, labels, frame = celeba_attributes(context.root, self.attributes, "test")
         photos, y = to_tensor(images), torch.from_numpy(labels).float()
-        chunks = range(0, len(photos), params.batch_size)
-        latents = torch.cat([self.encode(photos[i:i + params.batch_size]) for i in chunks])
+        chunks = range(0, len(photos), batch)
+        latents = torch.cat([self.encode(photos[i:i + batch]) for i in chunks])
 
         def decoded(wanted):
-            return torch.cat([self.decode(latents[i:i + params.batch_size], wanted[i:i + params.batch_size])
-                              .float().cpu() for i in chunks])
+            return torch.cat([self.decode(latents[i:i + batch], wanted[i:i + batch]).float().cpu() for i in chunks])
 
         result = {"test_faces": len(photos)}
         # ---------------- 1. reconstruction with the true attributes
         reconstruction = decoded(y)
-        result.update(reconstruction_error(reconstruction, photos))
+        result.update({"reconstruction_psnr": float(psnr(reconstruction, photos).mean()),
+                       "reconstruction_l1": float(l1(reconstruction, photos).mean())})
 
         # ---------------- 2. swap accuracy per attribute, judged by the attribute classifier
-        judge = judge_module.load(root / "models" / "attr_classifier")
+        judge = context.attribute_judge()
         judged_recon = judge.predict(reconstruction)
         judged_photo = judge.predict(photos)
         swaps = {}
@@ -291,20 +322,30 @@ class FaderNetwork(Method):
         result["swap_acc"] = float(np.mean([result[f"swap_acc_{n}"] for n in self.attributes]))
 
         # ---------------- 3. FID/KID of swapped faces (face i swaps attribute i mod A) vs real test faces
-        order = np.random.default_rng(params.seed).permutation(len(photos))[:params.n_samples]
+        order = np.random.default_rng(settings.seed).permutation(len(photos))[:settings.n_samples]
         edited = torch.stack([swaps[self.attributes[j % len(self.attributes)]][i] for j, i in enumerate(order)])
-        reference = load_reference(reference_path(root, "celeba", "test", photos.shape[-1]))
-        result.update(fid_kid_against(reference, inception_features([to_uint8(edited)]), params.kid_subsets))
-        recon_fid = fid_kid_against(reference, inception_features([to_uint8(reconstruction[order])]),
-                                    params.kid_subsets)
+        reference = load_reference(reference_path(context.root, "celeba", "test", photos.shape[-1]))
+        result.update(context.fid_kid(edited, reference))
+        recon_fid = context.fid_kid(reconstruction[order], reference)
         result["fid_reconstruction"], result["kid_reconstruction"] = recon_fid["fid"], recon_fid["kid"]
 
         # ---------------- 4. identity of swapped faces beside the untransformed ceiling
-        result.update(self.evaluate_identity(root, frame, photos, reconstruction, swaps, p.eval_identity))
+        check = context.identity_check(frame["path"], context.own.identity_faces)
+        recon = check(reconstruction[check.chosen])
+        result.update({"identity_faces": check.faces, "identity_ceiling": recon["identity_ceiling"],
+                       "identity_ceiling_at_fixed": recon["identity_ceiling_at_fixed"],
+                       "identity_acc_reconstruction": recon["identity_acc"],
+                       "identity_acc_reconstruction_at_fixed": recon["identity_acc_at_fixed"],
+                       "identity_pairs": recon["identity_pairs"]})
+        for name, outputs in swaps.items():
+            swapped = check(outputs[check.chosen])
+            result[f"identity_acc_swap_{name}"] = swapped["identity_acc"]
+            result[f"identity_acc_swap_{name}_at_fixed"] = swapped["identity_acc_at_fixed"]
+        result["identity_acc"] = float(np.mean([result[f"identity_acc_swap_{n}"] for n in swaps]))
 
         # ---------------- 5. latent discriminator on test latents: invariance of E(x)
         with torch.no_grad():
-            predicted = torch.cat([self.LD.eval()(latents[i:i + params.batch_size]).argmax(2).cpu() for i in chunks])
+            predicted = torch.cat([self.LD.eval()(latents[i:i + batch]).argmax(2).cpu() for i in chunks])
         for k, name in enumerate(self.attributes):
             result[f"lat_dis_acc_test_{name}"] = float((predicted[:, k].numpy() == labels[:, k]).mean())
             result[f"majority_rate_test_{name}"] = float(max(labels[:, k].mean(), 1 - labels[:, k].mean()))
@@ -314,44 +355,17 @@ class FaderNetwork(Method):
         # ---------------- 6. figures: swaps, sliders, the latent discriminator over training
         shown = order[:8]
         grid = torch.stack([photos[shown], reconstruction[shown]] + [swaps[n][shown] for n in self.attributes], 1)
-        save_labelled_grid(grid.flatten(0, 1), [f"test {i}" for i in shown], report_dir / "swaps.png",
-                           per_row=grid.shape[1])
+        context.save_grid(grid.flatten(0, 1), [f"test {i}" for i in shown], "swaps.png", per_row=grid.shape[1])
         strips, names = [], []
         for i in shown[:4]:
             for k, name in enumerate(self.attributes):
                 strips.append(self.sliders(photos[i], y[i:i + 1], k, EVAL_SLIDER).float().cpu())
                 names.append(f"{i} {name} 0..1")
-        save_labelled_grid(torch.cat(strips), names, report_dir / "sliders.png", per_row=len(EVAL_SLIDER))
-        curve = root / "reports" / "train" / self.name / "losses.csv"
+        context.save_grid(torch.cat(strips), names, "sliders.png", per_row=len(EVAL_SLIDER))
+        curve = context.root / "reports" / "train" / self.name / "losses.csv"
         if curve.exists():
-            plot_latent_discriminator(curve, self.attributes, result, report_dir / "latent_discriminator.png")
+            plot_latent_discriminator(curve, self.attributes, result, context.report_dir / "latent_discriminator.png")
         return result
-
-    def evaluate_identity(self, root, frame, photos, reconstruction, swaps, limit: int) -> dict:
-        """dlib verification of (output, another photo of the person) vs (output, a stranger)."""
-        from facegan.metrics.identity import identity_checker
-
-        faces, kept = identity_checker(root, frame["path"], limit)
-        recon = kept(reconstruction)
-        result = {"identity_faces": faces, "identity_ceiling": recon["identity_ceiling"],
-                  "identity_ceiling_at_fixed": recon["identity_ceiling_at_fixed"],
-                  "identity_acc_reconstruction": recon["identity_acc"],
-                  "identity_acc_reconstruction_at_fixed": recon["identity_acc_at_fixed"],
-                  "identity_pairs": recon["identity_pairs"]}
-        for name, outputs in swaps.items():
-            swapped = kept(outputs)
-            result[f"identity_acc_swap_{name}"] = swapped["identity_acc"]
-            result[f"identity_acc_swap_{name}_at_fixed"] = swapped["identity_acc_at_fixed"]
-        result["identity_acc"] = float(np.mean([result[f"identity_acc_swap_{n}"] for n in swaps]))
-        return result
-
-
-def reconstruction_error(outputs: torch.Tensor, photos: torch.Tensor) -> dict:
-    """PSNR (dB, peak 1 on [0, 1] pixels) per face, averaged; L1 on [0, 1] pixels."""
-    difference = (outputs.float() - photos.float()) / 2
-    mse = difference.pow(2).flatten(1).mean(1)
-    return {"reconstruction_psnr": float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()),
-            "reconstruction_l1": float(difference.abs().mean())}
 
 
 def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> None:

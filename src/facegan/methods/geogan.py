@@ -50,35 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import Method, unwrap
+from facegan.faces.flow import flow_at, to_grid_coordinates, warp
+from facegan.methods.base import Metric, TrainingData, Transformed, TransformMethod, unwrap
 from facegan.methods.nets import EncoderDecoder, strided_layers, total_variation
 
 LANDMARKS = 68
-
-
-def to_grid_coordinates(points: torch.Tensor, size: int) -> torch.Tensor:
-    """Pixel coordinates (x, y) -> grid_sample's normalised ones (align_corners=False)."""
-    return (2 * points + 1) / size - 1
-
-
-def identity_grid(n: int, size: int, device, dtype=torch.float32) -> torch.Tensor:
-    """(N, size, size, 2) grid that samples every pixel at its own centre."""
-    axis = (2 * torch.arange(size, device=device, dtype=dtype) + 1) / size - 1
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([x, y], -1).expand(n, size, size, 2)
-
-
-def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """warp(b)(p) = b(p + flow(p)), bilinear; flow (N, 2, H, W) in normalised units."""
-    grid = identity_grid(len(images), images.shape[-1], images.device, flow.dtype) + flow.permute(0, 2, 3, 1)
-    return F.grid_sample(images.to(flow.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def flow_at(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """The flow sampled at (N, K, 2) normalised points -> (N, K, 2)."""
-    sampled = F.grid_sample(flow.float(), points[:, :, None, :].float(), mode="bilinear", padding_mode="border",
-                            align_corners=False)
-    return sampled[:, :, :, 0].permute(0, 2, 1)
 
 
 def landmark_loss(flow: torch.Tensor, landmarks_a: torch.Tensor, landmarks_b: torch.Tensor) -> torch.Tensor:
@@ -148,19 +124,26 @@ def bce(logits: torch.Tensor, present: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(present)))
 
 
-class GeoGAN(Method):
+class GeoGAN(TransformMethod):
     name = "geogan"
     flip_augment = False   # the labels are landmark positions
-    grid_columns = 8
+    losses = ("loss_d", "loss_d_cls", "loss_adv", "loss_cls", "loss_rec", "loss_lm", "loss_flow_tv", "loss_mask",
+              "loss_g")
+    headline = (Metric("transfer_success", "higher", "attribute acc.",
+                       note="transfer_success: the judge sees the reference's attribute on the output"),
+                Metric("identity_acc", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling"),
+                Metric("landmark_error_before", "context"), Metric("landmark_error_after_flow", "lower"),
+                Metric("fid", "lower", "FID", note="against real test faces with the attribute"),
+                Metric("kid", "lower", "KID"))
 
-    def __init__(self, params, common, size: int = 64):
-        super().__init__(params, common)
-        self.size = size
+    def __init__(self, params, common, image_size: int = 64):
+        super().__init__(params, common, image_size)
+        size = self.size = image_size
+        self.attribute = params.attribute   # what it moves from the reference onto the photo
         depth = int(round(np.log2(size / 8)))
         self.G = AttributeTransfer(params.width, depth, params.max_flow)
         self.F = AttributeRemoval(params.width, depth)
         self.D = Discriminator(params.d_width, size)
-        self.examples: dict | None = None
 
     def trainable(self):
         return {"G": self.G, "F": self.F, "D": self.D}
@@ -222,10 +205,24 @@ class GeoGAN(Method):
         """G(a, b_y) and its parts, in eval mode."""
         return {k: v.float() for k, v in self.G.eval()(a, b).items()}
 
+    def transform(self, crops, reference: torch.Tensor | None = None) -> Transformed:
+        """a_y = G(a, b_y) for each crop a and the reference crop(s) b_y ((1 or N), 3, S, S) that have the
+        attribute. Panels: the reference, warp(b) and the mask (as an image in [-1, 1])."""
+        if reference is None:
+            from facegan.methods.base import RequestError
+            raise RequestError(f"geogan moves {self.attribute} from a reference face: give one")
+        device = self.device()
+        a = crops.to(device)
+        b = reference.to(device).expand(len(a), -1, -1, -1)
+        parts = self.transfer(a, b)
+        notes = [f"{self.attribute} of the reference moved onto the photo" for _ in range(len(a))]
+        return Transformed(parts["output"].cpu(), {"reference": b.float().cpu(), "warped reference": parts["warped"].cpu(),
+                                                   "mask": parts["mask"].expand(-1, 3, -1, -1).cpu() * 2 - 1}, notes)
+
     def sample_grid(self, generator):
         """Rows of 8: a, b_y, warp(b), mask, a_y, F(b_y)."""
         if self.examples is None:
-            raise RuntimeError("geogan.sample_grid needs example images (set by the training loop)")
+            raise RuntimeError("geogan.sample_grid needs example images (start_training sets them)")
         a, b = self.examples["image"][:8], self.examples["ref_image"][:8]
         parts = self.transfer(a, b)
         with torch.no_grad():
@@ -236,16 +233,17 @@ class GeoGAN(Method):
                           parts["output"], removed])
 
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """A: aligned CelebA train faces without the attribute, B: with it; labels: 68 landmarks (136)."""
         from facegan.data.datasets import faces_with_landmarks
 
         faces, landmarks, frame = faces_with_landmarks(root, "train")
         present = frame[params.attribute].to_numpy() == 1
         flat = landmarks.reshape(len(landmarks), -1)
-        return faces[~present], flat[~present], {"ref": (faces[present], flat[present])}
+        return TrainingData(faces[~present], flat[~present], {"ref": (faces[present], flat[present])})
 
-    def evaluate(self, root, params, report_dir) -> dict:
-        from facegan.metrics.transfer import evaluate_geogan
+    def evaluate(self, context) -> dict:
+        """Transfer success, identity, landmark alignment, FID, London ground truth (metrics/transfer.py)."""
+        from facegan.metrics.transfer import evaluate_transfer
 
-        return evaluate_geogan(self, root, params, report_dir)
+        return evaluate_transfer(self.transfer, self.attribute, context)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, predict_landmarks
-from facegan.methods.base import Method, unwrap
+from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
 from facegan.methods.nets import strided_layers, total_variation
 
 # (height, width) of each local pathway's patch at 128 x 128 (the paper's sizes)
@@ -194,21 +194,24 @@ def symmetry_loss(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - images.float().flip(3)).abs().mean()
 
 
-class TPGAN(Method):
+class TPGAN(TransformMethod):
     name = "tpgan"
     flip_augment = False          # the labels hold landmark positions
-    grid_columns = 8
+    losses = ("loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_tv", "loss_g")
+    headline = (Metric("psnr", "higher"),
+                Metric("rank1_facenet_raw_with_distractors", "context", "rank-1 raw → frontalized (FaceNet, 30 people)",
+                       "rank1_facenet_frontalized_with_distractors"),
+                Metric("rank1_dlib_raw_with_distractors", "context", beside="rank1_dlib_frontalized_with_distractors"))
 
-    def __init__(self, params, common, size: int = 128):
-        super().__init__(params, common)
-        self.size = size
+    def __init__(self, params, common, image_size: int = 128):
+        super().__init__(params, common, image_size)
+        size = self.size = image_size
         self.G = TwoPathwayGenerator(params.width, params.local_width, params.z_dim, size)
         self.D = PatchDiscriminator(params.d_width)
         # set by prepare() from the training labels, saved with the weights (the CLI frames photos with them)
         self.register_buffer("template", torch.zeros(len(PATCHES), 2))              # frontal patch centres
         self.register_buffer("yaw_model", torch.zeros(3, len(PATCHES), 2))          # centres as a function of yaw
         self.f = None
-        self.examples: dict | None = None
 
     def setup(self, root: Path, device) -> None:
         from facegan.pretrained.facenet import load_converted
@@ -288,7 +291,21 @@ class TPGAN(Method):
 
     # ---------------------------------------------------------------- use
     def _device(self):
-        return next(self.parameters()).device
+        return self.device()
+
+    def transform(self, crops, yaw=None, centres: torch.Tensor | None = None) -> Transformed:
+        """Crops in the Multi-PIE frame -> frontal faces. The local pathways' patches are placed at
+        `centres` (N, 4, 2) when given (the test set's landmarks), else at the yaw model's centres for
+        `yaw` (one angle in degrees, or one per crop: what `frame` returns)."""
+        if centres is None:
+            if yaw is None:
+                raise RequestError("tpgan needs the yaw of each face (or its patch centres) to place the patches")
+            yaws = np.broadcast_to(np.asarray(yaw, np.float64), (len(crops),))
+            centres = torch.from_numpy(np.stack([self.centres_at(float(y)) for y in yaws]).astype(np.float32))
+            notes = [f"yaw {y:+.0f} degrees" for y in yaws]
+        else:
+            notes = ["frontalized" for _ in range(len(crops))]
+        return Transformed(self.frontalize(crops, centres), {}, notes)
 
     @torch.no_grad()
     def frontalize(self, photos: torch.Tensor, centres: torch.Tensor, batch: int = 32) -> torch.Tensor:
@@ -311,14 +328,23 @@ class TPGAN(Method):
 
     YAWS = tuple(range(-90, 91, 15))
 
-    def frame(self, image: np.ndarray, landmarks: np.ndarray, yaw: float | None = None):
+    def frame(self, image: np.ndarray, landmarks: np.ndarray | None, align=None, yaw: float | None = None):
         """A photo into the training crops' frame: the similarity that maps the photo's four patch
         centres (from its 68 landmarks) onto the yaw model's centres at `yaw`, or, when yaw is
         None, at the Multi-PIE yaw whose centres it fits best (least mean residual after the
-        similarity). Returns (S x S crop, (4, 2) centres in it, yaw). Beyond ~45 degrees dlib's
-        landmarks are unreliable, so the estimate and the framing are too: give the yaw."""
+        similarity). Returns (S x S crop, {"yaw": yaw}). Beyond ~45 degrees dlib's landmarks are
+        unreliable, so the estimate and the framing are too: give the yaw. Without landmarks the
+        photo is taken as already framed like Multi-PIE's (or UMIST's) crops: padded square and
+        resized, which needs the yaw."""
+        from facegan.data.multipie import pad_to_square, resize_square
         from facegan.faces.align import transform_points, umeyama, warp
         from facegan.faces.pose import patch_centres
+
+        if landmarks is None:
+            if yaw is None:
+                raise RequestError("a photo used as framed needs its yaw: without detection the yaw places the "
+                                   "patches")
+            return resize_square(pad_to_square(image), self.size), {"yaw": float(yaw)}
 
         found = np.stack([patch_centres(landmarks)[k] for k in PATCHES]).astype(np.float64)
         best = None
@@ -328,13 +354,13 @@ class TPGAN(Method):
             residual = float(np.linalg.norm(transform_points(found, matrix) - target, axis=1).mean())
             if best is None or residual < best[0]:
                 best = (residual, candidate, matrix, target)
-        _, chosen, matrix, target = best
-        return warp(image, matrix, self.size), target.astype(np.float32), float(chosen)
+        _, chosen, matrix, _ = best
+        return warp(image, matrix, self.size), {"yaw": float(chosen)}
 
     def sample_grid(self, generator):
         """Rows of 8: training inputs, their frontalisation, the true frontals."""
         if self.examples is None:
-            raise RuntimeError("tpgan.sample_grid needs example pairs (set by the training loop)")
+            raise RuntimeError("tpgan.sample_grid needs example pairs (start_training sets them)")
         centres = self.examples["attributes"][:8, :8].reshape(-1, 4, 2)
         self.G.eval()
         with torch.no_grad():
@@ -345,15 +371,19 @@ class TPGAN(Method):
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
-    def training_data(root, params):
+    def training_data(root, params) -> TrainingData:
         """Inputs (any yaw) of the training people, labels (N, 9): patch centres and yaw; paired
         'frontal': the frontal image of the same person, session, recording and flash."""
         from facegan.data.multipie import load_pairs
 
         data = load_pairs(root, "train", params.size)
-        return data["inputs"], data["labels"], {}, {"frontal": data["frontals"]}
+        return TrainingData(data["inputs"], data["labels"], paired={"frontal": data["frontals"]})
 
-    def evaluate(self, root, params, report_dir) -> dict:
-        from facegan.metrics.frontalization import evaluate_tpgan
+    def evaluate(self, context) -> dict:
+        """Rank-1 identification across pose, raw vs frontalized (metrics/frontalization.py)."""
+        from facegan.metrics.frontalization import evaluate_frontalization
 
-        return evaluate_tpgan(self, root, params, report_dir)
+        def frontalize(crops, centres):
+            return self.transform(crops, centres=centres).output
+
+        return evaluate_frontalization(frontalize, self.centres_at, self.f, self.size, context)

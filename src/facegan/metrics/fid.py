@@ -108,6 +108,21 @@ def fid_kid_against(reference: dict, fake_features: np.ndarray, kid_subsets: int
             "kid": kid_mean, "kid_std": kid_std, "n_real": len(real), "n_fake": len(fake_features)}
 
 
+def reference_of(images: np.ndarray) -> dict:
+    """A reference computed here from (N, H, W, 3) uint8 real images (a set fid_stats does not cache)."""
+    features = inception_features([images])
+    mu, sigma = statistics(features)
+    return {"features": features, "mu": mu, "sigma": sigma}
+
+
+def fid_kid_of(fakes, reference: dict, kid_subsets: int = 100) -> dict:
+    """FID/KID of (N, 3, H, W) images in [-1, 1] against a reference (load_reference or reference_of):
+    the one helper every evaluate uses."""
+    from facegan.data.datasets import to_uint8
+
+    return fid_kid_against(reference, inception_features([to_uint8(fakes)]), kid_subsets)
+
+
 def reference_path(root: Path, name: str, split: str, size: int) -> Path:
     """Where `fid_stats` caches the real statistics of one (set, split, resolution)."""
     return root / "data" / "fid_stats" / f"{name}_{split}_{size}.npz"

@@ -2,7 +2,7 @@
 
 Protocol (after the paper's Multi-PIE identification, on the held-out people):
 the gallery is each test person's frontal photo under one flash
-(`train.tpgan.gallery_flash`); every other test image is a probe. A probe is
+(`evaluate.tpgan.gallery_flash`); every other test image is a probe. A probe is
 identified as the gallery person nearest to it (rank 1), once from the raw
 input and once from its frontalisation, by two recognizers:
 - FaceNet (the converted model; cosine on its unit embeddings of the whole
@@ -59,12 +59,6 @@ def by_group(values: np.ndarray, groups) -> dict[str, float]:
     return {str(g): float(np.mean(values[groups == g])) for g in sorted(set(groups.tolist()))}
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Per-image PSNR (dB) of images in [-1, 1], on the [0, 1] scale."""
-    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (10 * torch.log10(1 / mse)).numpy()
-
-
 def symmetry_error(images: torch.Tensor) -> float:
     """Mean |I - mirror(I)| on [0, 1]: 0 for a perfectly symmetric face about the crop's centre."""
     return float(((images.float() - images.float().flip(3)).abs() / 2).mean())
@@ -115,46 +109,47 @@ def identification(raw: np.ndarray, frontalized: torch.Tensor, probe_ids, galler
     return result
 
 
-def evaluate_tpgan(method, root: Path, params, report_dir: Path) -> dict:
+def evaluate_frontalization(frontalize, centres_at, facenet, size: int, context) -> dict:
+    """frontalize(crops, centres) -> frontal crops; centres_at(yaw) -> (4, 2) patch centres; facenet: the
+    fixed recognizer; size: the crops' side; context: methods.base.EvalContext (own: evaluate.tpgan)."""
     from facegan.data.multipie import load_pairs
-    from facegan.reports import save_labelled_grid
+    from facegan.metrics.pixels import l1 as l1_error, psnr
 
-    p, size = method.params, method.size
+    root, own = context.root, context.own
     test = load_pairs(root, "test", size)
     rows = test["rows"]
     inputs, truth = to_tensor(test["inputs"]), to_tensor(test["frontals"])
     centres = torch.from_numpy(test["labels"][:, :8].reshape(-1, 4, 2))
-    outputs = method.frontalize(inputs, centres)
+    outputs = frontalize(inputs, centres)
     abs_yaw = rows["yaw"].abs().to_numpy()
 
     result = {"test_people": int(rows["identity"].nunique()), "test_images": len(rows), "size": size}
-    l1 = ((outputs - truth).abs() / 2).flatten(1).mean(1).numpy()   # on [0, 1]
+    l1 = l1_error(outputs, truth)
     scores = psnr(outputs, truth)
     result.update({"l1": float(l1.mean()), "psnr": float(scores.mean()), "l1_by_yaw": by_group(l1, abs_yaw),
                    "psnr_by_yaw": by_group(scores, abs_yaw), "symmetry_error": symmetry_error(outputs),
                    "symmetry_error_true_frontal": symmetry_error(truth)})
 
-    gallery_rows = np.flatnonzero((rows["yaw"] == 0).to_numpy() & (rows["flash"] == p.gallery_flash).to_numpy())
+    gallery_rows = np.flatnonzero((rows["yaw"] == 0).to_numpy() & (rows["flash"] == own.gallery_flash).to_numpy())
     if len(gallery_rows) != result["test_people"]:
-        raise ValueError(f"tpgan: {len(gallery_rows)} frontal photos under flash {p.gallery_flash} for "
-                         f"{result['test_people']} test people; set train.tpgan.gallery_flash to a flash every "
+        raise ValueError(f"tpgan: {len(gallery_rows)} frontal photos under flash {own.gallery_flash} for "
+                         f"{result['test_people']} test people; set evaluate.tpgan.gallery_flash to a flash every "
                          f"person has")
     probe_rows = np.setdiff1d(np.arange(len(rows)), gallery_rows)
-    result["gallery_flash"] = p.gallery_flash
+    result["gallery_flash"] = own.gallery_flash
     ids = rows["identity"].to_numpy()
     # the training people's frontal photos as distractors: a harder gallery than the test people alone
-    distractors = frontal_photos(root, "train", p.gallery_flash, size)
+    distractors = frontal_photos(root, "train", own.gallery_flash, size)
     result.update(identification(test["inputs"][probe_rows], outputs[probe_rows], ids[probe_rows],
-                                 test["inputs"][gallery_rows], ids[gallery_rows], abs_yaw[probe_rows], method.f,
-                                 p.eval_detectors, distractors))
-    multipie_grid(rows, inputs, outputs, truth, p.gallery_flash, report_dir / "frontalization_by_yaw.png",
-                  save_labelled_grid)
-    if p.eval_umist:
-        result["umist"] = evaluate_umist(method, root, report_dir, save_labelled_grid)
+                                 test["inputs"][gallery_rows], ids[gallery_rows], abs_yaw[probe_rows], facenet,
+                                 own.detectors, distractors))
+    multipie_grid(rows, inputs, outputs, truth, own.gallery_flash, context)
+    if own.umist:
+        result["umist"] = evaluate_umist(frontalize, centres_at, facenet, size, context)
     return result
 
 
-def multipie_grid(rows, inputs, outputs, truth, flash, path, save) -> None:
+def multipie_grid(rows, inputs, outputs, truth, flash, context) -> None:
     """Two test people under the gallery flash: input, frontalised and true frontal at each yaw."""
     people = sorted(rows["identity"].unique())[:2]
     tiles, labels = [], []
@@ -162,8 +157,7 @@ def multipie_grid(rows, inputs, outputs, truth, flash, path, save) -> None:
         chosen = np.array(rows[(rows["identity"] == person) & (rows["flash"] == flash)].sort_values("yaw").index)
         tiles += [inputs[chosen], outputs[chosen], truth[chosen]]
         labels += [f"{person} input", "frontalized", "true frontal"]
-    columns = len(tiles[0])
-    save(torch.cat(tiles), labels, path, per_row=columns)
+    context.save_grid(torch.cat(tiles), labels, "frontalization_by_yaw.png", per_row=len(tiles[0]))
 
 
 def umist_inputs(root: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
@@ -182,17 +176,16 @@ def umist_inputs(root: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
     return np.stack(images), frame
 
 
-def evaluate_umist(method, root, report_dir, save) -> dict:
-    p = method.params
-    images, frame = umist_inputs(root, method.size)
-    centres = torch.from_numpy(np.stack([method.centres_at(y) for y in frame["yaw_estimate"]]))
-    outputs = method.frontalize(to_tensor(images), centres)
+def evaluate_umist(frontalize, centres_at, facenet, size: int, context) -> dict:
+    images, frame = umist_inputs(context.root, size)
+    centres = torch.from_numpy(np.stack([centres_at(y) for y in frame["yaw_estimate"]]).astype(np.float32))
+    outputs = frontalize(to_tensor(images), centres)
     last = (frame["sequence_index"] == frame["sequence_length"] - 1).to_numpy()
     identities = frame["identity"].astype(str).to_numpy()
     result = {"people": int(frame["identity"].nunique()), "images": len(frame),
               "pose": "yaw_estimate = 90 (1 - sequence position), rounded to 15 degrees"}
     result.update(identification(images[~last], outputs[~last], identities[~last], images[last], identities[last],
-                                 frame["yaw_estimate"].to_numpy()[~last], method.f, p.eval_detectors))
+                                 frame["yaw_estimate"].to_numpy()[~last], facenet, context.own.detectors))
     chosen = []
     for person in sorted(frame["identity"].unique())[:4]:
         sequence = np.flatnonzero(identities == person)
@@ -201,5 +194,5 @@ def evaluate_umist(method, root, report_dir, save) -> dict:
     for person_rows in chosen:
         tiles += [to_tensor(images[person_rows]), outputs[person_rows]]
         labels += [f"{identities[person_rows[0]]} input", "frontalized"]
-    save(torch.cat(tiles), labels, Path(report_dir) / "umist_frontalization.png", per_row=8)
+    context.save_grid(torch.cat(tiles), labels, "umist_frontalization.png", per_row=8)
     return result

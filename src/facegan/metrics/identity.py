@@ -196,24 +196,28 @@ def faces_with_a_second_photo(root: Path, paths, limit: int, seed: int = 0):
     return chosen, np.array([position[paths[i]] for i in chosen]), gallery
 
 
-def identity_checker(root: Path, paths, limit: int, seed: int = 0):
-    """For outputs made from the test faces at `paths`: pick up to `limit` verifiable faces
-    (faces_with_a_second_photo) and return (how many, check), where check(outputs), outputs
-    (len(paths), 3, H, W) in [-1, 1], gives identity_preservation() of their dlib descriptors."""
-    from facegan.config import load_params
-    from facegan.data.datasets import to_uint8
+class IdentityCheck:
+    """The shared identity-preservation protocol for outputs made from the test faces at `paths`:
+    up to `limit` verifiable faces are chosen (faces_with_a_second_photo; `chosen`, indices into
+    paths, ascending), and check(outputs), outputs (len(chosen), 3, H, W) in [-1, 1] made from
+    those faces in that order, gives identity_preservation() of their dlib descriptors."""
 
-    align = load_params().align
-    chosen, source, gallery = faces_with_a_second_photo(root, list(paths), limit, seed)
-    order = np.argsort(chosen)
-    chosen, source = chosen[order], source[order]
-    identities = gallery["identity"].astype(str)
+    def __init__(self, root: Path, paths, limit: int, seed: int, eye_distance: float, eye_y: float):
+        chosen, source, self.gallery = faces_with_a_second_photo(root, list(paths), limit, seed)
+        order = np.argsort(chosen)
+        self.chosen, self.source = chosen[order], source[order]
+        self.seed, self.eye_distance, self.eye_y = seed, eye_distance, eye_y
 
-    def check(outputs) -> dict:
-        descriptors = dlib_descriptors(to_uint8(outputs[chosen]), align.eye_distance, align.eye_y)
-        return identity_preservation(descriptors, source, gallery["dlib"], identities, seed)
+    @property
+    def faces(self) -> int:
+        return len(self.chosen)
 
-    return len(chosen), check
+    def __call__(self, outputs) -> dict:
+        from facegan.data.datasets import to_uint8
+
+        descriptors = dlib_descriptors(to_uint8(outputs), self.eye_distance, self.eye_y)
+        return identity_preservation(descriptors, self.source, self.gallery["dlib"],
+                                     self.gallery["identity"].astype(str), self.seed)
 
 
 def gallery_path(root: Path, name: str, split: str) -> Path:

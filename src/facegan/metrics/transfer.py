@@ -39,7 +39,7 @@ def batched(fn, *tensors, batch: int = 100) -> dict[str, torch.Tensor]:
 
 def landmark_errors(flow: torch.Tensor, land_a: np.ndarray, land_b: np.ndarray) -> dict:
     """Mean pixel distance of b's landmarks to a's before the flow, and after it as the flow implies."""
-    from facegan.methods.geogan import flow_at, to_grid_coordinates
+    from facegan.faces.flow import flow_at, to_grid_coordinates
 
     size = flow.shape[-1]
     a = torch.from_numpy(land_a).float()
@@ -75,7 +75,7 @@ def mouth_l1(x: torch.Tensor, y: torch.Tensor, landmarks: np.ndarray, margin: in
     return np.array(out)
 
 
-def london_ground_truth(method, root: Path, seed: int, report_dir: Path, save) -> dict:
+def london_ground_truth(transfer, root: Path, seed: int, context) -> dict:
     """Neutral London faces smiled by G with another person's smile, against their own smiling photo."""
     from facegan.devices import inference_autocast
     from facegan.pretrained.facenet import load_converted
@@ -92,7 +92,7 @@ def london_ground_truth(method, root: Path, seed: int, report_dir: Path, save) -
     neutral, smiling = pivot["neutral"].astype(int).to_numpy(), pivot["smiling"].astype(int).to_numpy()
     donor = (np.arange(len(pivot)) + np.random.default_rng(seed).integers(1, len(pivot), len(pivot))) % len(pivot)
     a, own_smile, reference = (to_tensor(images[rows]) for rows in (neutral, smiling, smiling[donor]))
-    outputs = batched(method.transfer, a, reference)["output"]
+    outputs = batched(transfer, a, reference)["output"]
     facenet = load_converted(root)
     with inference_autocast("cpu"):
         embed = {k: batched(lambda x: {"e": facenet(x)}, v)["e"] for k, v in
@@ -103,52 +103,46 @@ def london_ground_truth(method, root: Path, seed: int, report_dir: Path, save) -
               "london_facenet_distance_neutral_to_own_smile": float((embed["neutral"] - embed["smile"]).norm(dim=1).mean()),
               "london_mouth_l1_output_to_own_smile": float(mouth_l1(outputs, own_smile, mouth_landmarks).mean()),
               "london_mouth_l1_neutral_to_own_smile": float(mouth_l1(a, own_smile, mouth_landmarks).mean())}
-    save(torch.cat([a[:8], reference[:8], outputs[:8], own_smile[:8]]),
-         ["neutral", "smile donor", "G(neutral, donor)", "own smile"], report_dir / "london_ground_truth.png", 8)
+    context.save_grid(torch.cat([a[:8], reference[:8], outputs[:8], own_smile[:8]]),
+                      ["neutral", "smile donor", "G(neutral, donor)", "own smile"], "london_ground_truth.png", 8)
     return result
 
 
-def evaluate_geogan(method, root: Path, params, report_dir: Path) -> dict:
+def evaluate_transfer(transfer, attribute: str, context) -> dict:
+    """transfer(a, b) -> {"output", "flow", "warped", "mask"}: G(a, b_y) and its parts; attribute: the one it
+    moves; context: methods.base.EvalContext (own: evaluate.geogan)."""
     from facegan.data.datasets import faces_with_landmarks
-    from facegan.metrics import attributes as judge_module
-    from facegan.metrics.fid import fid_kid_against, inception_features, statistics
-    from facegan.metrics.identity import identity_checker
-    from facegan.reports import save_labelled_grid
+    from facegan.metrics.fid import reference_of
 
-    p, report_dir = method.params, Path(report_dir)
+    root, settings, own = context.root, context.shared, context.own
     faces, landmarks, frame = faces_with_landmarks(root, "test")
-    present = frame[p.attribute].to_numpy() == 1
+    present = frame[attribute].to_numpy() == 1
     a_rows, b_rows = np.flatnonzero(~present), np.flatnonzero(present)
-    partner = np.random.default_rng(params.seed).choice(b_rows, size=len(a_rows), replace=True)
+    partner = np.random.default_rng(settings.seed).choice(b_rows, size=len(a_rows), replace=True)
     a, b = to_tensor(faces[a_rows]), to_tensor(faces[partner])
-    parts = batched(method.transfer, a, b, batch=params.batch_size)
+    parts = batched(transfer, a, b, batch=settings.batch_size)
     outputs = parts["output"]
 
-    judge = judge_module.load(root / "models" / "attr_classifier")
-    column = judge.column(p.attribute)
+    judge = context.attribute_judge()
+    column = judge.column(attribute)
     seen = {name: judge.predict(x)[:, column] >= 0.5 for name, x in (("output", outputs), ("a", a), ("b", b))}
-    result = {"attribute": p.attribute, "pairs": int(len(a_rows)),
+    result = {"attribute": attribute, "pairs": int(len(a_rows)),
               "transfer_success": float(seen["output"].mean()), "judge_sees_attribute_on_a": float(seen["a"].mean()),
               "judge_sees_attribute_on_b": float(seen["b"].mean())}
 
-    result["identity_faces"], check = identity_checker(root, frame["path"].to_numpy()[a_rows], p.eval_identity,
-                                                       params.seed)
-    result.update(check(outputs))
+    check = context.identity_check(frame["path"].to_numpy()[a_rows], own.identity_faces)
+    result["identity_faces"] = check.faces
+    result.update(check(outputs[check.chosen]))
     result.update(landmark_errors(parts["flow"], landmarks[a_rows], landmarks[partner]))
-    sample = np.random.default_rng(params.seed).permutation(len(a_rows))[:p.eval_landmark_faces]
+    sample = np.random.default_rng(settings.seed).permutation(len(a_rows))[:own.landmark_faces]
     result.update(dlib_landmark_error(parts["warped"][sample], landmarks[a_rows][sample], b[sample],
                                       landmarks[partner][sample]))
-    real = inception_features([faces[b_rows]])
-    mu, sigma = statistics(real)
-    result.update(fid_kid_against({"features": real, "mu": mu, "sigma": sigma},
-                                  inception_features([to_uint8(outputs[:params.n_samples])]), params.kid_subsets))
-    result["fid_reference"] = f"{len(b_rows)} real test faces with {p.attribute}"
-    if p.attribute == "Smiling":
-        result.update(london_ground_truth(method, root, params.seed, report_dir, save_labelled_grid))
+    result.update(context.fid_kid(outputs[:settings.n_samples], reference_of(faces[b_rows])))
+    result["fid_reference"] = f"{len(b_rows)} real test faces with {attribute}"
+    if attribute == "Smiling":
+        result.update(london_ground_truth(transfer, root, settings.seed, context))
     shown = np.arange(min(8, len(a_rows)))
-    save_labelled_grid(torch.cat([a[shown], b[shown], parts["warped"][shown],
-                                  parts["mask"][shown].expand(-1, 3, -1, -1) * 2 - 1, outputs[shown]]),
-                       ["source a", "reference b", "warp(b)", "mask", "output"], report_dir / "transfers.png",
-                       per_row=len(shown))
+    context.save_grid(torch.cat([a[shown], b[shown], parts["warped"][shown],
+                                 parts["mask"][shown].expand(-1, 3, -1, -1) * 2 - 1, outputs[shown]]),
+                      ["source a", "reference b", "warp(b)", "mask", "output"], "transfers.png", per_row=len(shown))
     return result
-

@@ -85,17 +85,13 @@ class JointBatches:
         return self._merge(lambda b: b.examples(n, device))
 
 
-def make_batches(data: tuple, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 flip: bool = True):
-    """Batches for what a method's `training_data` returns: (images, labels), or
-    (images, labels, {name: (images, labels)}) with auxiliary sets, or
-    (images, labels, aux, {name: images}) with sets paired image by image with the
-    main one. `flip`: random horizontal flips (off where labels hold positions)."""
-    images, labels, *rest = data
-    paired = rest[1] if len(rest) > 1 else None
-    main = InMemoryBatches(images, labels, batch_size, seed, rank, world_size, flip, paired)
-    if not rest or not rest[0]:
+def make_batches(data, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, flip: bool = True):
+    """Batches for a method's TrainingData: its main set (with `paired` sets batched image by image
+    with it) and each auxiliary set batched independently. `flip`: random horizontal flips (off
+    where labels hold positions)."""
+    main = InMemoryBatches(data.images, data.labels, batch_size, seed, rank, world_size, flip, data.paired)
+    if not data.aux:
         return main
     aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size, flip)
-           for k, (name, (a_images, a_labels)) in enumerate(sorted(rest[0].items()))}
+           for k, (name, (a_images, a_labels)) in enumerate(sorted(data.aux.items()))}
     return JointBatches(main, aux)

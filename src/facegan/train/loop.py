@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from facegan.devices import bf16_supported, resolve_device  # noqa: F401 (bf16_supported: re-exported)
-from facegan.methods import Method, build_method
+from facegan.devices import bf16_supported, resolve_device
+from facegan.methods import Method, method_class
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -68,65 +68,43 @@ def strip_ddp(state: dict) -> dict:
     return {k.replace(".module.", "."): v for k, v in state.items()}
 
 
+def distributed_wrapper(device: str):
+    """Wraps a network in DistributedDataParallel (gloo on CPU, nccl on GPU)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return lambda net: DDP(net, device_ids=[device] if device.startswith("cuda") else None, broadcast_buffers=False)
+
+
 class Trainer:
-    def __init__(self, name: str, params, batches, out_dir: Path, report_dir: Path, context: Context,
-                 size: int = 64, run=None, root: Path | None = None):
-        self.name, self.params, self.common = name, params, params.train.common
+    """Trains a BUILT method (its params, resolved batch size and budget travel with it) on `batches`."""
+
+    def __init__(self, method: Method, batches, out_dir: Path, report_dir: Path, context: Context,
+                 run=None, root: Path | None = None):
+        self.method, self.name, self.common = method, method.name, method.common
         self.batches, self.out_dir, self.report_dir, self.ctx, self.run = batches, out_dir, report_dir, context, run
         self.autocast = self.common.bf16 and bf16_supported(context.device)
         self.channels_last = self.common.channels_last
-        torch.manual_seed(self.common.seed)  # initial weights
-        self.method: Method = build_method(name, params, size).to(context.device)
+        self.method.to(context.device)
         if root is not None:
             self.method.setup(Path(root), context.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
-        self.method.examples = batches.examples(8, context.device)   # fixed photos for image-to-image grids
         self.step = 0
         state = self._load_checkpoint()
-        if context.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            for attr, net in self.method.trainable().items():
-                setattr(self.method, attr, DDP(net, device_ids=[context.device] if context.device.startswith("cuda")
-                                               else None, broadcast_buffers=False))
-        self.method.optimizers = self.method.configure_optimizers()
+        wrap = distributed_wrapper(context.device) if context.distributed else None
+        self.method.start_training(batches.examples(8, context.device), wrap)
         if state:
             for key, optimizer in self.method.optimizers.items():
                 optimizer.load_state_dict(state["optimizers"][key])
 
     # ---------------------------------------------------------------- checkpoints
-    def fingerprint(self) -> str:
-        """What must match for a checkpoint to be resumed: the method's params and the
-        shared ones that change the run (not the budget: raising max_steps or
-        max_minutes continues training)."""
-        common = {k: v for k, v in asdict(self.common).items() if k not in ("max_steps", "max_minutes",
-                                                                            "checkpoint_every", "sample_every",
-                                                                            "log_every")}
-        method = {k: v for k, v in asdict(self.method_params).items() if k not in ("max_minutes", "batch_size")}
-        common["batch_size"] = self.batch_size   # the one in effect, wherever it was set
-        return json.dumps({"method": method, "common": common}, sort_keys=True)
-
-    @property
-    def batch_size(self) -> int:
-        """train.<method>.batch_size where set, else train.common.batch_size."""
-        return self.method_params.batch_size or self.common.batch_size
-
-    @property
-    def method_params(self):
-        return getattr(self.params.train, self.name)
-
-    @property
-    def max_minutes(self) -> float:
-        """train.<method>.max_minutes where set, else train.common.max_minutes."""
-        return self.method_params.max_minutes or self.common.max_minutes
-
     def _load_checkpoint(self) -> dict | None:
         path = self.out_dir / CHECKPOINT
         if not path.exists():
             return None
         state = torch.load(path, map_location=self.ctx.device, weights_only=True)
-        if state.get("fingerprint") != self.fingerprint():
+        if state.get("fingerprint") != self.method.fingerprint():
             log.info("%s: %s was trained with other params; starting afresh", self.name, path)
             return None
         self.method.load_state_dict(state["method"])
@@ -138,7 +116,8 @@ class Trainer:
         if not self.ctx.writer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        state = {"step": self.step, "fingerprint": self.fingerprint(), "method": strip_ddp(self.method.state_dict()),
+        state = {"step": self.step, "fingerprint": self.method.fingerprint(),
+                 "method": strip_ddp(self.method.state_dict()),
                  "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()}}
         tmp = self.out_dir / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
@@ -149,8 +128,8 @@ class Trainer:
         if not self.ctx.writer:
             return
         torch.save(strip_ddp(self.method.state_dict()), self.out_dir / MODEL)
-        meta = {"method": self.name, "params": asdict(self.method_params),
-                "common": asdict(self.common), "size": self.batches.images.shape[1], **summary}
+        meta = {"method": self.name, "params": asdict(self.method.params),
+                "common": asdict(self.common), "size": self.method.image_size, **summary}
         (self.out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     # ---------------------------------------------------------------- logging
@@ -200,11 +179,11 @@ class Trainer:
         with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
             grid = self.method.sample_grid(torch.Generator().manual_seed(self.common.seed)).float()
         save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png",
-                   nrow=getattr(self.method, "grid_columns", 8))
+                   nrow=self.method.grid_columns)
 
     # ---------------------------------------------------------------- the loop
     def _should_stop(self, started: float) -> bool:
-        stop = torch.tensor(float(time.monotonic() - started > self.max_minutes * 60))
+        stop = torch.tensor(float(time.monotonic() - started > self.method.max_minutes * 60))
         if self.ctx.distributed:
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(stop.item())
@@ -249,18 +228,23 @@ class Trainer:
         return summary
 
 
+def build_for_training(name: str, params, image_size: int) -> Method:
+    """The method built once, its initial weights drawn from train.common.seed."""
+    torch.manual_seed(params.train.common.seed)
+    return method_class(name).build(params, image_size)
+
+
 def load_trained(name: str, root: Path, device: str = "cpu") -> Method:
-    """A trained method from models/<name>/ (built with the params it was trained with)."""
-    from facegan.config import build, Params
+    """A trained method from models/<name>/, built with the params it was trained with."""
+    from facegan.config import Params, build
 
     folder = Path(root) / "models" / name
     if not (folder / MODEL).exists():
         raise FileNotFoundError(f"method {name!r} is not trained yet: run `dvc repro train@{name}`")
     meta = json.loads((folder / "model.json").read_text())
     params = build(Params, {"train": {"common": meta["common"], name: meta["params"]}})
-    method = build_method(name, params, meta["size"])
+    method = method_class(name).build(params, int(meta["size"]))
     method.load_state_dict(torch.load(folder / MODEL, map_location=device, weights_only=True))
-    method.image_size = int(meta["size"])   # the side of the aligned crops it was trained on
     method = method.to(device).eval()
     method.setup(Path(root), device)
     return method
