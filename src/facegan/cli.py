@@ -202,7 +202,7 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
     paths = expand_inputs(args.photos)
     target_of = output_targets(paths, args.out, suffix)
     faces, failures = framed_faces(paths, method, align_params(), as_is, **(frame_options or {}))
-    for chunk, photos, per_face in face_batches(faces, getattr(args, "batch", 16), suffix):
+    for chunk, photos, per_face in face_batches(faces, args.batch, suffix):
         result = transformed(method, photos, **options, **per_face)
         for k, (path, _, _) in enumerate(chunk):
             target = target_of(path)
@@ -380,6 +380,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+def photo_command(sub, name: str, help: str, description: str, batch: int, func):
+    """A photo command's parser: the photos or folders, --out and --batch (the shared skeleton's arguments)."""
+    command = sub.add_parser(name, help=help, description=description)
+    command.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    command.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
+    command.add_argument("--batch", type=int, default=batch, help="photos processed together")
+    command.set_defaults(func=func)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -398,61 +408,42 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", type=Path, required=True, help="PNG grid to write")
     generate.set_defaults(func=cmd_generate)
-    beautify = sub.add_parser("beautify", help="Beholder-GAN: raise the beauty of faces in photos",
-                              description="Detect and align each face, recover (z, beta) by gradient descent "
-                                          "on alpha*L2 + (1-alpha)*FaceNet loss, regenerate at beta + delta.")
-    beautify.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    beautify = photo_command(sub, "beautify", "Beholder-GAN: raise the beauty of faces in photos",
+                             "Detect and align each face, recover (z, beta) by gradient descent on alpha*L2 + "
+                             "(1-alpha)*FaceNet loss, regenerate at beta + delta.", 16, cmd_beautify)
     beautify.add_argument("--delta", type=float, default=1.0,
                           help="added to every rater's score, in standard deviations of that rater's "
                                "training scores (default 1.0; negative lowers beauty)")
-    beautify.add_argument("--out", type=Path, required=True,
-                          help="output PNG for one photo, or a folder for several")
     beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: evaluate.beholder.inversion)")
-    beautify.add_argument("--starts", type=int, default=0, help="random starts per photo (default: evaluate.beholder.inversion)")
-    beautify.add_argument("--batch", type=int, default=16, help="photos inverted together")
+    beautify.add_argument("--starts", type=int, default=0,
+                          help="random starts per photo (default: evaluate.beholder.inversion)")
     beautify.add_argument("--seed", type=int, default=0)
-    beautify.set_defaults(func=cmd_beautify)
-    edit = sub.add_parser("edit", help="Fader Networks: slide attributes of faces in photos",
-                          description="Detect and align each face, encode it, decode with the attributes you set "
-                                      "(the others keep the values the attribute judge sees in the photo).")
-    edit.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    edit = photo_command(sub, "edit", "Fader Networks: slide attributes of faces in photos",
+                         "Detect and align each face, encode it, decode with the attributes you set (the others "
+                         "keep the values the attribute judge sees in the photo).", 64, cmd_edit)
     edit.add_argument("--attr", nargs="+", default=[], metavar="NAME=VALUE",
                       help=f"attribute values: 0 absent, 1 present, in between the slider; [{EDIT_RANGE[0]:g}, "
                            f"{EDIT_RANGE[1]:g}] allowed (beyond [0, 1] extrapolates)")
-    edit.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
     edit.add_argument("--strip", metavar="NAME", default="",
                       help="also write <out>_strip_NAME.png: that attribute slid from 0 to 1")
-    edit.add_argument("--batch", type=int, default=64, help="photos edited together")
-    edit.set_defaults(func=cmd_edit)
-    emojify = sub.add_parser("emojify", help="DTN: turn faces in photos into cartoon avatars that keep identity",
-                             description="Detect and align each face, take its FaceNet embedding f(x), draw "
-                                         "g(f(x)) in the target domain the model was trained on.")
-    emojify.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
-    emojify.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
-    emojify.add_argument("--batch", type=int, default=32, help="photos converted together")
-    emojify.set_defaults(func=cmd_emojify)
-    frontalize = sub.add_parser("frontalize", help="TP-GAN: synthesise the frontal view of faces in photos",
-                                description="Detect each face, frame it like the Multi-PIE crops TP-GAN was "
-                                            "trained on (the yaw estimated from its landmarks unless --yaw is "
-                                            "given), and draw the face seen from the front.")
-    frontalize.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
-    frontalize.add_argument("--out", type=Path, required=True,
-                            help="output PNG for one photo, or a folder for several")
+    photo_command(sub, "emojify", "DTN: turn faces in photos into cartoon avatars that keep identity",
+                  "Detect and align each face, take its FaceNet embedding f(x), draw g(f(x)) in the target domain "
+                  "the model was trained on.", 32, cmd_emojify)
+    frontalize = photo_command(sub, "frontalize", "TP-GAN: synthesise the frontal view of faces in photos",
+                               "Detect each face, frame it like the Multi-PIE crops TP-GAN was trained on (the yaw "
+                               "estimated from its landmarks unless --yaw is given), and draw the face seen from "
+                               "the front.", 32, cmd_frontalize)
     frontalize.add_argument("--yaw", type=float, default=None,
                             help="the face's yaw in degrees, -90 (turned to the image's left) .. 90; beyond "
                                  "about 45 degrees the landmark estimate is unreliable, so give it")
     frontalize.add_argument("--as-is", action="store_true",
                             help="the photos are already face crops framed like Multi-PIE's (or UMIST's): skip "
                                  "detection and framing (needs --yaw)")
-    frontalize.set_defaults(func=cmd_frontalize)
-    transfer = sub.add_parser("transfer", help="GeoGAN: give faces in photos the attribute a reference face has",
-                              description="Detect and align each face and the reference, warp the reference onto "
-                                          "the face's geometry with the learnt flow, blend it in through the mask "
-                                          "and refine (the attribute the model was trained for: Smiling by default).")
-    transfer.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    transfer = photo_command(sub, "transfer", "GeoGAN: give faces in photos the attribute a reference face has",
+                             "Detect and align each face and the reference, warp the reference onto the face's "
+                             "geometry with the learnt flow, blend it in through the mask and refine (the attribute "
+                             "the model was trained for: Smiling by default).", 32, cmd_transfer)
     transfer.add_argument("--ref", type=Path, required=True, help="a photo of a face that has the attribute")
-    transfer.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
-    transfer.set_defaults(func=cmd_transfer)
     info = sub.add_parser("info", help="what the pipeline has produced: data counts, trained models and their "
                                        "headline figures")
     info.set_defaults(func=cmd_info)
