@@ -193,10 +193,13 @@ def transformed(method, crops, **options):
 
 
 def run_photo_command(args, method, suffix: str, options: dict, describe=None, frame_options=None,
-                      as_is: bool = False, input_label: str = "photo", output_label: str = "") -> int:
+                      as_is: bool = False, input_label: str = "photo", output_label: str = "", each_batch=None) -> int:
     """The skeleton every photo command shares: inputs -> faces framed for the method -> batches through
     `transform` -> <out> (or <out>/<stem>_<suffix>.png) and its _compare.png (input | panels | output),
-    one line per face; exit 1 when any photo failed, the others still done."""
+    one line per face; exit 1 when any photo failed, the others still done. `each_batch(photos, targets)`:
+    further outputs of a command from the same framed crops."""
+    import torch
+
     from facegan.data.datasets import to_uint8
 
     paths = expand_inputs(args.photos)
@@ -204,22 +207,18 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
     faces, failures = framed_faces(paths, method, align_params(), as_is, **(frame_options or {}))
     for chunk, photos, per_face in face_batches(faces, args.batch, suffix):
         result = transformed(method, photos, **options, **per_face)
-        for k, (path, _, _) in enumerate(chunk):
-            target = target_of(path)
+        targets = [target_of(path) for path, _, _ in chunk]
+        for k, (path, target) in enumerate(zip((face[0] for face in chunk), targets)):
             save_rgb(to_uint8(result.output[k:k + 1].float())[0], target)
-            strip = torch_cat([photos[k], *(panel[k] for panel in result.panels.values()), result.output[k]])
+            strip = torch.cat([x.float().cpu() for x in (photos[k], *(p[k] for p in result.panels.values()),
+                                                         result.output[k])], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
             note = describe(path, result.notes[k]) if describe else result.notes[k]
             columns = " | ".join([input_label, *result.panels, output_label or suffix])
             print(f"{target}: {note} ({target.stem}_compare.png: {columns})")
+        if each_batch is not None:
+            each_batch(photos, targets)
     return 1 if failures else 0
-
-
-def torch_cat(images):
-    """Crops (3, H, W) side by side."""
-    import torch
-
-    return torch.cat([image.float().cpu() for image in images], 2)
 
 
 def inversion_settings(args):
@@ -270,27 +269,19 @@ def cmd_edit(args) -> int:
     asked = parse_attributes(args.attr, method.condition_names, EDIT_RANGE[0], EDIT_RANGE[1])
     if args.strip and args.strip not in method.condition_names:
         raise UserError(f"--strip {args.strip!r}: expected one of {', '.join(method.condition_names)}")
-    code = run_photo_command(args, method, "edited", {"attributes": asked})
-    if args.strip:   # the slider: the same photos with the attribute at STRIP_VALUES, the others as asked
-        paths = expand_inputs(args.photos)
-        target_of = output_targets(paths, args.out, "edited")
-        faces, _ = framed_faces(paths, method, align_params())
-        for chunk, photos, _ in face_batches(faces, args.batch, "strip"):
-            slid = [transformed(method, photos, attributes={**asked, args.strip: float(v)}).output
-                    for v in STRIP_VALUES]
-            for k, (path, _, _) in enumerate(chunk):
-                target = target_of(path)
-                strip_path = target.with_name(f"{target.stem}_strip_{args.strip}.png")
-                save_image(torch_stack([s[k] for s in slid]).add(1).div(2).clamp(0, 1), strip_path,
-                           nrow=len(STRIP_VALUES))
-                print(f"{strip_path}: {args.strip} from 0 to 1 in {len(STRIP_VALUES)} steps")
-    return code
 
+    def slider(photos, targets):   # the same crops with the attribute at STRIP_VALUES, the others as asked
+        import torch
 
-def torch_stack(images):
-    import torch
+        slid = torch.stack([transformed(method, photos, attributes={**asked, args.strip: float(v)}).output.float()
+                            for v in STRIP_VALUES], 1)
+        for strip, target in zip(slid, targets):
+            strip_path = target.with_name(f"{target.stem}_strip_{args.strip}.png")
+            save_image(strip.add(1).div(2).clamp(0, 1), strip_path, nrow=len(STRIP_VALUES))
+            print(f"{strip_path}: {args.strip} from 0 to 1 in {len(STRIP_VALUES)} steps")
 
-    return torch.stack([image.float().cpu() for image in images])
+    return run_photo_command(args, method, "edited", {"attributes": asked},
+                             each_batch=slider if args.strip else None)
 
 
 def cmd_emojify(args) -> int:

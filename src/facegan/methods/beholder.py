@@ -149,17 +149,14 @@ class BeholderGAN(GANMethod, TransformMethod):
                 "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item()}
 
     # ---------------------------------------------------------------- generation
-    def _device(self):
-        return self.beta_mean.device
-
     @torch.no_grad()
     def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Faces for beauty vectors beta (N, K) in rating units."""
         if z is None:
             z = torch.randn(len(conditions), self.params.z_dim, generator=generator)
-        beta = conditions.to(self._device())
-        return self.G_ema.eval()(z.to(self._device()), self.g_condition(self.standardise(beta)))
+        beta = conditions.to(self.device())
+        return self.G_ema.eval()(z.to(self.device()), self.g_condition(self.standardise(beta)))
 
     def strips(self, z: torch.Tensor, levels: int) -> torch.Tensor:
         """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels."""
@@ -189,7 +186,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         lr, alpha). Returns z, c, beta and the final loss (N,)."""
         p = self.params
         steps, starts = inversion.steps, inversion.starts
-        device, n = self._device(), len(photos)
+        device, n = self.device(), len(photos)
         photos = photos.to(device).float()
         with torch.no_grad():
             target = facenet(photos)
@@ -247,7 +244,7 @@ class BeholderGAN(GANMethod, TransformMethod):
 
             if self.root is None:
                 raise RuntimeError("beholder.judge needs the project: call setup(root) (load_trained does)")
-            self._judge = BeautyJudge(self.root, self._device())
+            self._judge = BeautyJudge(self.root, self.device())
             if len(self._judge.ensemble.raters) != self.params.raters:
                 from facegan.data.quality import DataError
                 raise DataError(f"models/beauty has {len(self._judge.ensemble.raters)} raters but models/beholder "
@@ -264,7 +261,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         judge = self.judge()
         generator = generator or torch.Generator().manual_seed(0)
         crops = crops.float()
-        with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+        with torch.autocast(self.device().type, dtype=torch.bfloat16, enabled=judge.bf16):
             recovered = self.invert(crops, judge.facenet, generator, inversion)
         beautified = self.regenerate(recovered["z"], recovered["beta"], delta).float().cpu()
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
@@ -344,7 +341,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         check = context.identity_check(frame["path"], own.beautify_faces)
         photos = to_tensor(images[check.chosen])
         judge = self.judge()
-        with torch.autocast(self._device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+        with torch.autocast(self.device().type, dtype=torch.bfloat16, enabled=judge.bf16):
             recovered = self.invert(photos, judge.facenet, generator, own.inversion)
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
         beautified = self.regenerate(recovered["z"], recovered["beta"], own.delta).float().cpu()

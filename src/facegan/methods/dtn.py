@@ -199,12 +199,9 @@ class DomainTransferNetwork(TransformMethod):
                 "loss_tid": loss_tid.item(), "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
 
     # ---------------------------------------------------------------- use
-    def _device(self):
-        return self.device()
-
     def transform(self, crops) -> Transformed:
         """G(x) = g(f(x)); each note gives f-constancy cos(f(x), f(G(x)))."""
-        with autocast_like_training(self._device()):
+        with autocast_like_training(self.device()):
             f_s = self.embed(crops)
             avatars = self.g.eval()(f_s).float()
             kept = cosine(f_s.cpu().numpy(), self.embed(avatars).cpu().numpy())
@@ -214,7 +211,7 @@ class DomainTransferNetwork(TransformMethod):
     @torch.no_grad()
     def embed(self, photos: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """f(photos): (N, 3, H, W) in [-1, 1] -> (N, E)."""
-        device = self._device()
+        device = self.device()
         return torch.cat([self.f(photos[i:i + batch].to(device)).float() for i in range(0, len(photos), batch)])
 
     def sample_grid(self, generator):
@@ -251,7 +248,7 @@ class DomainTransferNetwork(TransformMethod):
         faces, frame = load_images(set_folder(context.root, "celeba"), ["test"])
         targets, _ = load_images(set_folder(context.root, p.target), ["test"])
         photos, real_t = to_tensor(faces), to_tensor(targets)
-        with autocast_like_training(self._device()):
+        with autocast_like_training(self.device()):
             f_s = self.embed(photos)
             outputs = torch.cat([self.g.eval()(f_s[i:i + batch]).float() for i in range(0, len(f_s), batch)])
             f_gs = self.embed(outputs)

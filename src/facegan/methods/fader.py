@@ -148,6 +148,7 @@ class FaderNetwork(TransformMethod):
         self.Dec = Decoder(widths, len(self.attributes))
         self.LD = LatentDiscriminator(widths[-1], params.latent_size, len(self.attributes))
         self.root = None   # the project, for the attribute judge that reads a photo's own attributes (setup)
+        self._judge = None
 
     def trainable(self):
         return {"E": self.E, "Dec": self.Dec, "LD": self.LD}
@@ -201,24 +202,27 @@ class FaderNetwork(TransformMethod):
         return losses
 
     # ---------------------------------------------------------------- editing
-    def _device(self):
-        return self.device()
-
     def setup(self, root, device) -> None:
         self.root = root
+
+    def judge(self):
+        """The attribute judge (models/attr_classifier) that reads a photo's own attributes; loaded on first use."""
+        if self._judge is None:
+            from facegan.metrics import attributes as judge_module
+
+            self._judge = judge_module.load(self.root / "models" / "attr_classifier")
+        return self._judge
 
     def transform(self, crops, attributes: dict[str, float] | None = None) -> Transformed:
         """Dec(E(x), y') with y' the photo's own attributes (as the attribute judge, models/attr_classifier,
         sees them) except those in `attributes` (0 absent, 1 present, beyond: the paper's extrapolation).
         Panels: the reconstruction Dec(E(x), y)."""
-        from facegan.metrics import attributes as judge_module
-
         asked = dict(attributes or {})
         unknown = sorted(set(asked) - set(self.attributes))
         if unknown:
             raise RequestError(f"{unknown[0]!r} is not an attribute of this model; expected one of "
                                f"{', '.join(self.attributes)}")
-        judge = judge_module.load(self.root / "models" / "attr_classifier")
+        judge = self.judge()
         seen = judge.predict(crops)
         own = torch.tensor([[float(seen[k, judge.column(name)] >= 0.5) for name in self.attributes]
                             for k in range(len(crops))])
@@ -234,7 +238,7 @@ class FaderNetwork(TransformMethod):
 
     @torch.no_grad()
     def encode(self, photos: torch.Tensor) -> torch.Tensor:
-        return self.E.eval()(photos.to(self._device()))
+        return self.E.eval()(photos.to(self.device()))
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

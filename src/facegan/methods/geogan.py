@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.faces.flow import flow_at, to_grid_coordinates, warp
-from facegan.methods.base import Metric, TrainingData, Transformed, TransformMethod, unwrap
+from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
 from facegan.methods.nets import EncoderDecoder, strided_layers, total_variation
 
 LANDMARKS = 68
@@ -209,7 +209,6 @@ class GeoGAN(TransformMethod):
         """a_y = G(a, b_y) for each crop a and the reference crop(s) b_y ((1 or N), 3, S, S) that have the
         attribute. Panels: the reference, warp(b) and the mask (as an image in [-1, 1])."""
         if reference is None:
-            from facegan.methods.base import RequestError
             raise RequestError(f"geogan moves {self.attribute} from a reference face: give one")
         device = self.device()
         a = crops.to(device)

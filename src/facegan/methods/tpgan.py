@@ -290,9 +290,6 @@ class TPGAN(TransformMethod):
                 "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
 
     # ---------------------------------------------------------------- use
-    def _device(self):
-        return self.device()
-
     def transform(self, crops, yaw=None, centres: torch.Tensor | None = None) -> Transformed:
         """Crops in the Multi-PIE frame -> frontal faces. The local pathways' patches are placed at
         `centres` (N, 4, 2) when given (the test set's landmarks), else at the yaw model's centres for
@@ -313,7 +310,7 @@ class TPGAN(TransformMethod):
         z = 0 (the mean of the noise) for a deterministic output."""
         from facegan.devices import inference_autocast
 
-        device, g = self._device(), self.G.eval()
+        device, g = self.device(), self.G.eval()
         out = []
         with inference_autocast(device):
             for i in range(0, len(photos), batch):
