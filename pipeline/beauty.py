@@ -1,6 +1,5 @@
 """Stage beauty: one predictor per rater on the rated faces -> models/beauty/, reports/metrics/beauty.json."""
 from facegan.beauty.stage import run_beauty
-from facegan.devices import resolve_device
 from facegan.paths import project_root
 from facegan.reports import write_metrics
 from facegan.stage import run_stage
@@ -8,8 +7,7 @@ from facegan.stage import run_stage
 
 def body(params, run):
     root = project_root()
-    return write_metrics(root, "beauty", run_beauty(params.beauty, params.align, root,
-                                                    resolve_device(params.beauty.device)))
+    return write_metrics(root, "beauty", run_beauty(params.beauty, params.features, params.align, root))
 
 
 if __name__ == "__main__":

@@ -160,23 +160,29 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
     or (dtn) f-embeddings of faces plus a target domain of images with theirs."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+    def unit(m):
+        x = rng.normal(size=(m, 512)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     if method == "dtn":
-        def unit(m):
-            x = rng.normal(size=(m, 512)).astype(np.float32)
-            return x / np.linalg.norm(x, axis=1, keepdims=True)
         targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
-        return TrainingData(images, unit(n), {"target": (targets, unit(n // 2))})
+        f_s, f_t = unit(n), unit(n // 2)
+        return TrainingData(images, values={"f": (f_s, f_s[::-1].copy())},
+                            aux={"target": TrainingData(targets, values={"f": (f_t, f_t[::-1].copy())})})
     if method == "tpgan":   # pairs: inputs at several yaws (some frontal), their frontals, patch centres + yaw
         centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32)
         jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
         yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
         labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
-        return TrainingData(images, labels, paired={"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)})
+        pool, embedding = np.abs(rng.normal(size=(n, 1792))).astype(np.float32), unit(n)
+        return TrainingData(images, labels, paired={"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)},
+                            values={"frontal_pool": (pool, pool), "frontal_embedding": (embedding, embedding)})
     if method == "geogan":  # A and B (the reference set), each with 68 landmarks (flattened) in the crop
         def landmarks(m):
             return (rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))).astype(np.float32)
-        return TrainingData(images, landmarks(n), {"ref": (rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
-                                                           landmarks(n))})
+        return TrainingData(images, landmarks(n), {"ref": TrainingData(
+            rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), landmarks(n))})
     if method == "beholder":
         return TrainingData(images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32))
     if method == "fader":

@@ -78,7 +78,8 @@ def test_align_set_counts_faces_not_found(tmp_path, celeba_photo, london_photo, 
     assert quality.rates["face_found_rate"] == pytest.approx(2 / 3)
     manifest = pd.read_csv(tmp_path / "out/manifest.csv")
     landmarks = np.load(tmp_path / "out/landmarks.npz")
-    assert list(manifest["raw_path"]) == ["images/a.jpg", "images/b.jpg"]
+    assert list(manifest["raw_path"]) == ["images/a.jpg", "images/b.jpg"] and list(manifest["path"]) == ["a", "b"]
+    assert np.load(tmp_path / "out/images.npy").shape == (2, 64, 64, 3)
     assert landmarks["aligned"].shape == (2, 68, 2)
     assert "c.png" in (tmp_path / "out/skipped.csv").read_text()
 

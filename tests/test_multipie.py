@@ -1,6 +1,8 @@
 """Multi-PIE importer: the file naming, camera -> yaw, malformed files, and TP-GAN's frontal pairs."""
 import shutil
 
+import numpy as np
+
 import pytest
 from PIL import Image
 
@@ -28,17 +30,18 @@ def test_parse_name():
 @pytest.fixture(scope="module")
 def two_people(mirror, tmp_path_factory):
     out = tmp_path_factory.mktemp("multipie")
-    frame, quality = import_multipie(mirror / "multipie", out, SourceParams(folder="multipie", max_images=156), 0)
-    return frame, quality, out
+    frame, images, quality = import_multipie(mirror / "multipie", SourceParams(folder="multipie", max_images=156), 128)
+    return frame, quality, images
 
 
-def test_import_real_subset(two_people):
-    frame, quality, out = two_people
+def test_import_real_subset(two_people, mirror):
+    frame, quality, images = two_people
     assert quality.kept == quality.read == 156 and not quality.skipped
     assert sorted(frame["identity"].unique()) == ["020", "021"]
     assert sorted(frame["yaw"].unique()) == list(range(-90, 91, 15)) and frame["flash"].nunique() == 6
-    assert all((out / p).exists() for p in frame["path"])
-    assert Image.open(out / frame["path"][0]).size == (128, 128)
+    assert images.shape == (156, 128, 128, 3) and images.dtype == np.uint8 and images.std() > 10
+    first = sorted((mirror / "multipie" / "020").glob("*.png"))[0]
+    assert frame["path"][0] == first.stem and (images[0] == np.asarray(Image.open(first).convert("RGB"))).all()
 
 
 def test_pairs_never_cross_people_and_end_frontal(two_people, tmp_path):
@@ -69,8 +72,8 @@ def test_malformed_files_are_counted(mirror, tmp_path):
     shutil.copy(good, src / "portrait.png")                          # not the naming
     shutil.copy(good, src / "020_01_01_999_00_crop_128.png")         # not a head-height camera
     (src / "020_01_01_050_00_crop_128.png").write_bytes(b"not a png")
-    frame, quality = import_multipie(tmp_path / "src", tmp_path / "out", SourceParams(folder="x"), 0)
-    assert (quality.read, quality.kept) == (4, 1) and len(frame) == 1
+    frame, images, quality = import_multipie(tmp_path / "src", SourceParams(folder="x"), 128)
+    assert (quality.read, quality.kept) == (4, 1) and len(frame) == len(images) == 1
     assert dict(quality.skipped) == {"name_not_multipie": 1, "camera_not_at_head_height": 1, "not_an_image": 1}
 
 
@@ -78,7 +81,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     from facegan.data.quality import DataError
 
     with pytest.raises(DataError, match="no images under"):
-        import_multipie(tmp_path, tmp_path / "out", SourceParams(folder="x"), 0)
+        import_multipie(tmp_path, SourceParams(folder="x"), 128)
 
 
 def test_stage_on_two_people(mirror, tmp_path):
@@ -97,6 +100,8 @@ def test_stage_on_two_people(mirror, tmp_path):
     assert summary["images"] == len(frame) == 156 and summary["people"] == {"train": 1, "val": 0, "test": 1}
     assert summary["pairs"] == 156 and summary["unpaired"] == 0
     assert summary["detector_found_rate_by_yaw"][0] == 1.0
+    assert sorted(summary["detector_found_rate_by_yaw"]) == list(range(-45, 46, 15))   # beyond: the yaw model
+    assert (frame.loc[frame["yaw"].abs() > 45, "detector"] == "not_run").all()
     with np.load(tmp_path / "data" / "multipie" / "landmarks.npz") as f:
         landmarks, source = f["landmarks"], f["source"]
         assert landmarks.shape == (156, 68, 2) and np.isfinite(landmarks).all()
@@ -104,6 +109,7 @@ def test_stage_on_two_people(mirror, tmp_path):
     profile = (frame["yaw"].abs() > 45).to_numpy()
     assert (source[profile] == "yaw_model").all() and (source[~profile & (frame["detector"] != "none")]
                                                        == "detector").all()
+    assert np.load(tmp_path / "data" / "multipie" / "images.npy").shape == (156, 128, 128, 3)
     assert ((landmarks >= 0) & (landmarks < 128)).mean() > 0.95   # on the crops, profiles included
     assert json.loads((tmp_path / "reports" / "metrics" / "multipie.json").read_text())["images"] == 156
     assert (tmp_path / "reports" / "data_quality" / "multipie.json").exists()

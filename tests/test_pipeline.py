@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from conftest import copy_repo, open_report
+from facegan.data.datasets import read_image_set
+from facegan.data.manifest import read_manifest
 from facegan.methods import REGISTRY
 
 TINY = {
@@ -92,9 +94,9 @@ def test_dvc_repro_tiny(tiny_run):
     assert quality["avatars"]["stages"]["render_avatars"]["kept"] == 20
     assert quality["multipie"]["stages"]["multipie"]["kept"] == 156
     for name in ("celeba", "london", "umist"):
-        manifest = pd.read_csv(repo / f"data/aligned/{name}/manifest.csv")
-        assert len(manifest) == quality[name]["stages"]["align"]["kept"]
-        assert all((repo / f"data/aligned/{name}" / p).exists() for p in manifest["path"])
+        images, manifest = read_image_set(repo / f"data/aligned/{name}")
+        assert len(manifest) == len(images) == quality[name]["stages"]["align"]["kept"]
+        assert images.shape[1:] == (64, 64, 3) and (repo / f"data/aligned/{name}/contact_sheet.png").exists()
     assert (repo / "mlflow.db").exists()
     metrics = {p.stem: json.loads(p.read_text()) for p in (repo / "reports/metrics").glob("*.json")}
     assert metrics["fid_stats"]["celeba"]["images"] > 0 and metrics["facenet_conversion"]["conv_layers"] == 132
@@ -103,6 +105,13 @@ def test_dvc_repro_tiny(tiny_run):
     assert 0.5 <= metrics["face_verification"]["dlib"]["accuracy"] <= 1
     for name in ("models/pretrained/facenet.pt", "models/attr_classifier/model.pt", "data/identity/celeba_test.npz"):
         assert (repo / name).exists(), name
+    # the feature cache: every stored image of each set and of its mirror, Multi-PIE's frontals per size
+    with np.load(repo / "data/features/celeba.npz") as cached:
+        names = list(read_manifest(repo / "data/aligned/celeba")["path"])
+        assert list(cached["path"]) == names
+        assert cached["pool"].shape == (len(names), 1792) and cached["embedding_mirrored"].shape == (len(names), 512)
+        np.testing.assert_allclose(np.linalg.norm(cached["embedding"], axis=1), 1, atol=1e-3)
+    assert {p.name for p in (repo / "data/features").iterdir()} >= {"avatars.npz", "multipie_frontal_64.npz"}
     assert sorted(p.name for p in (repo / "data/fid_stats").iterdir()) == ["avatars_test_64.npz", "celeba_test_64.npz"]
     cgan = metrics["cgan"]
     assert {"fid", "kid", "kid_std", "attr_acc", "attr_acc_Male"} <= set(cgan) and cgan["fid"] > 0
@@ -113,7 +122,7 @@ def test_dvc_repro_tiny(tiny_run):
     beauty = metrics["beauty"]
     assert beauty["raters_used"] == 5 and -1 <= beauty["ensemble_r"] <= 1 and beauty["faces"] >= 10
     with np.load(repo / "data/pseudo_labels/celeba.npz") as pseudo:
-        aligned = pd.read_csv(repo / "data/aligned/celeba/manifest.csv")
+        aligned = read_manifest(repo / "data/aligned/celeba")
         assert pseudo["beta"].shape == (len(aligned), 5) and list(pseudo["path"]) == list(aligned["path"])
         assert pseudo["beta"].min() >= 1 and pseudo["beta"].max() <= 7
     beholder = metrics["beholder"]
@@ -181,7 +190,8 @@ def test_dvc_repro_tiny(tiny_run):
     assert "Data and pipelines are up to date" in dvc(["repro"], repo, env)
     dag = dvc(["dag", "--md"], repo, env)
     assert all(stage in dag for stage in ("ingest", "multipie", "align", "render_avatars", "data_quality",
-                                          "fid_stats", "convert_facenet", "identity_gallery", "attr_classifier",
+                                          "fid_stats", "convert_facenet", "features", "identity_gallery",
+                                          "attr_classifier",
                                           "train@cgan", "evaluate@cgan", "beauty", "pseudo_label",
                                           "train@beholder", "evaluate@beholder", "train@fader",
                                           "evaluate@fader", "train@dtn", "evaluate@dtn", "train@tpgan",

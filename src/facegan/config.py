@@ -151,6 +151,7 @@ class MultiPieParams(SourceParams):
     detect_side: int = bounded(200, 32, 4096)
     trusted_yaw: float = bounded(45.0, 0.0, 90.0)   # |yaw| up to which the detector's landmarks are used
     workers: int = bounded(2, 1, 256)
+    size: int = bounded(128, 16, 1024)     # stored side (the mirror's crops are 128 x 128)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,19 @@ class FidStatsParams:
     batch_size: int = bounded(25, 1, 4096)
     # bf16 runs ~2x faster here but moves FID by more than 0.5 % (see benchmarks/fid_throughput.py)
     precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+
+    def check(self, key: str) -> None:
+        check_device(key, self.device)
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    """FaceNet's features of the stored sets and their mirror images, computed once (stage `features`)."""
+    sets: list[str] = listed(["celeba", "london", "avatars"], IMAGE_SETS)
+    multipie_sizes: list[int] = field(default_factory=lambda: [64, 128])   # TP-GAN's frontals at these sizes
+    precision: Literal["fp32", "bf16"] = "bf16"
+    batch_size: int = bounded(64, 1, 8192)
     device: str = "auto"
 
     def check(self, key: str) -> None:
@@ -200,12 +214,8 @@ class BeautyParams:
     folds: int = bounded(10, 2, 1000)       # cross-validation over faces
     descriptor: Literal["facenet_pool", "facenet_embedding", "dlib"] = "facenet_pool"
     alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])
-    precision: Literal["fp32", "bf16"] = "fp32"
-    batch_size: int = bounded(64, 1, 8192)
-    device: str = "auto"
 
     def check(self, key: str) -> None:
-        check_device(key, self.device)
         if not self.alphas or min(self.alphas) <= 0:
             raise ConfigError(f"{key}.alphas: give at least one ridge penalty, all > 0")
 
@@ -424,6 +434,7 @@ class Params:
     multipie: MultiPieParams = field(default_factory=MultiPieParams)
     align: AlignParams = field(default_factory=AlignParams)
     fid_stats: FidStatsParams = field(default_factory=FidStatsParams)
+    features: FeaturesParams = field(default_factory=FeaturesParams)
     identity: IdentityParams = field(default_factory=IdentityParams)
     attr_classifier: AttrClassifierParams = field(default_factory=AttrClassifierParams)
     beauty: BeautyParams = field(default_factory=BeautyParams)

@@ -24,34 +24,39 @@ class Describer:
     FaceNet's 1792-d pooled features are the default: on London's 102 faces
     (10-fold CV, K = 60) they gave the best ensemble r (0.60, vs dlib's 128-d
     0.58 and FaceNet's 512-d embedding 0.53), they run batched on the CPU
-    (the whole of CelebA in minutes, dlib needs ~70 ms a face), and they are
-    differentiable. dlib is kept selectable."""
+    and they are differentiable. dlib is kept selectable. The stages read the
+    real faces' FaceNet descriptors from the feature cache (`cached_descriptors`);
+    this computes them for new images (generated or edited faces) the same way."""
 
     def __init__(self, kind: str, root: Path, device: str = "cpu", precision: str = "fp32",
                  batch_size: int = 64, eye_distance: float = 0.28, eye_y: float = 0.38):
-        self.kind, self.device, self.batch_size = kind, device, batch_size
-        self.bf16 = precision == "bf16"
+        self.kind, self.device, self.batch_size, self.precision = kind, device, batch_size, precision
         self.eye_distance, self.eye_y = eye_distance, eye_y
         if kind in FACENET_DESCRIPTORS:
             from facegan.pretrained.facenet import checkpoint_path, load_facenet
             self.facenet = load_facenet(str(checkpoint_path(Path(root))), device)
 
-    @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] -> (N, D) float64."""
+        from facegan.pretrained.features import facenet_features
+
         if self.kind == "dlib":
             return dlib_of(images, self.eye_distance, self.eye_y)
-        key, parts = FACENET_DESCRIPTORS[self.kind], []
-        for chunk in images.split(self.batch_size):
-            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16):
-                chunk = chunk.to(self.device).contiguous(memory_format=torch.channels_last)
-                parts.append(self.facenet.features(chunk)[key].float().cpu().numpy())
-        return np.concatenate(parts).astype(np.float64)
+        features = facenet_features(self.facenet, images, self.precision, self.batch_size, self.device)
+        return features[FACENET_DESCRIPTORS[self.kind]].astype(np.float64)
 
 
-def describer_for(params, align, root: Path, device: str) -> Describer:
-    return Describer(params.descriptor, root, device, params.precision, params.batch_size,
-                     align.eye_distance, align.eye_y)
+def cached_descriptors(kind: str, root: Path, name: str, images: np.ndarray, paths, align) -> np.ndarray:
+    """The descriptors of stored set `name`'s images at `paths`: FaceNet's from the feature cache,
+    dlib's computed (dlib is not cached)."""
+    if kind == "dlib":
+        from facegan.metrics.identity import dlib_descriptors
+
+        return dlib_descriptors(images, align.eye_distance, align.eye_y)
+    from facegan.pretrained.features import load_features
+
+    key = FACENET_DESCRIPTORS[kind]
+    return load_features(root, name, paths, kinds=(key,))[key].astype(np.float64)
 
 
 def dlib_of(images: torch.Tensor, eye_distance: float, eye_y: float) -> np.ndarray:
@@ -94,10 +99,9 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
     return images, frame, ratings.loc[frame["identity"].astype(str)], raters
 
 
-def run_beauty(params, align, root: Path, device: str = "cpu") -> dict:
-    """K per-rater predictors on the rated set; 10-fold CV figures; models/beauty/."""
-    from facegan.data.datasets import to_tensor
-
+def run_beauty(params, features, align, root: Path) -> dict:
+    """K per-rater predictors on the rated set; 10-fold CV figures; models/beauty/. `features`: the
+    feature cache's settings, recorded so the judge describes new faces as the cache did."""
     quality = SetQuality(params.set)
     images, frame, ratings, _ = load_rated_faces(params, root, quality)
     all_ratings = ratings.to_numpy(np.float64)
@@ -106,7 +110,7 @@ def run_beauty(params, align, root: Path, device: str = "cpu") -> dict:
     chosen = [ratings.columns.get_loc(r) for r in raters]
     y = all_ratings[:, chosen]
     scale = (float(np.nanmin(all_ratings)), float(np.nanmax(all_ratings)))
-    descriptors = describer_for(params, align, root, device)(to_tensor(images))
+    descriptors = cached_descriptors(params.descriptor, root, params.set, images, frame["path"], align)
 
     report, _ = cross_validate(descriptors, y, raters, crowd_mean, params.alphas, params.folds, params.seed,
                                params.descriptor, scale)
@@ -122,23 +126,23 @@ def run_beauty(params, align, root: Path, device: str = "cpu") -> dict:
         "alpha_distinct": int(len(np.unique(alphas))), "alpha_median": float(np.median(alphas)),
     })
     ensemble.save(model_folder(root), {"set": params.set, "expression": params.expression,
-                                       "descriptor": params.descriptor, "precision": params.precision,
-                                       "batch_size": params.batch_size, "eye_distance": align.eye_distance,
+                                       "descriptor": params.descriptor, "precision": features.precision,
+                                       "batch_size": features.batch_size, "eye_distance": align.eye_distance,
                                        "eye_y": align.eye_y, "raters": raters, "cv": report})
     write_part(root / "reports" / "data_quality" / "beauty.json", "beauty", {params.set: quality})
     return report
 
 
-def run_pseudo_label(params, beauty, align, root: Path, device: str = "cpu") -> dict:
+def run_pseudo_label(params, beauty, align, root: Path) -> dict:
     """Every aligned face of `params.set` (all splits) rated by the K predictors.
 
     beta is clipped to the rating scale (the count clipped is reported); the
     summary also checks the labels against CelebA's own `Attractive` attribute."""
-    from facegan.data.datasets import load_images, set_folder, to_tensor
+    from facegan.data.datasets import load_images, set_folder
 
     ensemble = RaterEnsemble.load(model_folder(root))
     images, frame = load_images(set_folder(root, params.set))
-    raw = ensemble.predict(describer_for(beauty, align, root, device)(to_tensor(images)))
+    raw = ensemble.predict(cached_descriptors(beauty.descriptor, root, params.set, images, frame["path"], align))
     beta = np.clip(raw, *ensemble.scale).astype(np.float32)
     path = pseudo_label_path(root, params.set)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from facegan.config import RenderAvatarsParams
-from facegan.data.manifest import assign_splits, write_manifest
+from facegan.data.datasets import write_image_set
+from facegan.data.manifest import assign_splits
 from facegan.data.quality import SetQuality
 
 # Head square inside python-avatars' 264 x 280 canvas.
@@ -71,8 +72,7 @@ def render(attributes: dict, size: int) -> Image.Image:
 def run_render_avatars(params: RenderAvatarsParams, out_dir, seed_offset: int = 0) -> SetQuality:
     quality = SetQuality("avatars")
     rng = np.random.default_rng(params.seed + seed_offset)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    records = []
+    records, images = [], []
     for index in tqdm(range(params.n), desc="render avatars", unit="img", mininterval=2):
         quality.read += 1
         attributes = sample_attributes(rng)
@@ -80,13 +80,13 @@ def run_render_avatars(params: RenderAvatarsParams, out_dir, seed_offset: int = 
         if np.asarray(image).std() < 1.0:  # the failure cairosvg showed: a blank canvas
             quality.skip(f"avatar {index}", "blank_render")
             continue
-        name = f"avatar_{index:05d}.png"
-        image.save(out_dir / "images" / name)
+        images.append(np.asarray(image))
         quality.kept += 1
-        records.append({"path": f"images/{name}", "identity": f"avatar_{index:05d}",
+        records.append({"path": f"avatar_{index:05d}", "identity": f"avatar_{index:05d}",
                         **{k: v.name.lower() for k, v in attributes.items()},
                         "glasses": int(attributes["accessory"].name not in NOT_GLASSES),
                         "hat": int(attributes["top"].name in HAT_NAMES)})
     frame = assign_splits(pd.DataFrame.from_records(records), params.split, params.seed)
-    write_manifest(frame, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image_set(out_dir, frame, np.stack(images))
     return quality

@@ -46,8 +46,9 @@ def write_manifest(frame: pd.DataFrame, folder: Path) -> Path:
 
 
 def read_manifest(folder: Path) -> pd.DataFrame:
-    """Manifest rows; `path` is relative to the manifest's folder."""
+    """Manifest rows; `path` is a file relative to the manifest's folder (ingested releases) or the
+    image's name in the set's images.npy (stored sets: data/datasets.py)."""
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `dvc repro` for the stage that writes it")
-    return pd.read_csv(path, dtype={"identity": str})
+    return pd.read_csv(path, dtype={"identity": str, "path": str, "raw_path": str})

@@ -40,7 +40,9 @@ def camera_to_yaw(camera: str) -> int:
     return CAMERA_YAW[camera]
 
 
-def import_multipie(src: Path, out: Path, source: SourceParams, seed: int) -> tuple[pd.DataFrame, SetQuality]:
+def import_multipie(src: Path, source: SourceParams, size: int) -> tuple[pd.DataFrame, np.ndarray, SetQuality]:
+    """The release's usable images as a manifest and (N, size, size, 3) uint8 (resized square), and
+    what was skipped and why."""
     quality = SetQuality("multipie")
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
@@ -48,8 +50,7 @@ def import_multipie(src: Path, out: Path, source: SourceParams, seed: int) -> tu
                         f"<camera>_<flash>*.png)")
     if source.max_images:
         files = files[:source.max_images]
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    records = []
+    records, images = [], []
     for path in files:
         quality.read += 1
         relative = str(path.relative_to(src))
@@ -64,12 +65,12 @@ def import_multipie(src: Path, out: Path, source: SourceParams, seed: int) -> tu
         if image is None:
             quality.skip(relative, reason)
             continue
-        name = path.stem + ".png"
-        image.convert("RGB").save(out / "images" / name)
+        images.append(resize_square(np.asarray(image.convert("RGB")), size))
         quality.kept += 1
-        records.append({"path": f"images/{name}", "identity": fields["person"], **fields,
+        records.append({"path": path.stem, "identity": fields["person"], **fields,
                         "yaw": camera_to_yaw(fields["camera"])})
-    return pd.DataFrame.from_records(records), quality
+    return (pd.DataFrame.from_records(records), np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+            quality)
 
 
 def frontal_pairs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +115,8 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
     and reports/metrics/multipie.json."""
     import shutil
 
-    from facegan.data.manifest import assign_splits, write_manifest
+    from facegan.data.datasets import write_image_set
+    from facegan.data.manifest import assign_splits
     from facegan.data.quality import write_part
     from facegan.faces.landmarks import detect_many
     from facegan.reports import write_metrics
@@ -126,31 +128,36 @@ def run_multipie(params, mirror: Path, root: Path) -> dict:
         raise DataError(f"multipie: {src} not found; point FACEGAN_DATA or data.mirror at the folder holding "
                         f"{source.folder}/ (README, section Data)")
     shutil.rmtree(out, ignore_errors=True)
-    frame, quality = import_multipie(src, out, source, params.data.seed)
+    frame, images, quality = import_multipie(src, source, source.size)
     if frame.empty:
         raise DataError(f"multipie: no usable image under {src}")
     frame = assign_splits(frame, source.split, params.data.seed)
-    detected, detectors = detect_many([out / p for p in frame["path"]], source.detectors, source.detect_side,
-                                      source.workers)
+    # Beyond trusted_yaw the yaw model places the landmarks, so the detectors run only up to it (on
+    # profiles HOG misses and the CNN detector, the stage's slowest part, rarely helps).
+    near = np.flatnonzero(np.abs(frame["yaw"].to_numpy()) <= source.trusted_yaw)
+    detected = np.full((len(frame), 68, 2), np.nan, np.float32)
+    detectors = np.full(len(frame), "not_run", dtype=object)
+    found, names = detect_many(list(images[near]), source.detectors, source.detect_side, source.workers)
+    detected[near], detectors[near] = found, [d or "none" for d in names]
     rule = landmarks_by_rule(frame, detected, source.trusted_yaw)
-    frame["detector"] = [d or "none" for d in detectors]
+    frame["detector"] = detectors
     frame["landmark_source"] = rule["source"]
     pairs = frontal_pairs(frame)
     unpaired = len(frame) - len(pairs)
     if unpaired:
         quality.note("no_frontal_partner", unpaired)
-    write_manifest(frame, out)
+    write_image_set(out, frame, images)
     pairs.to_csv(out / "pairs.csv", index=False)
     np.savez(out / "landmarks.npz", path=frame["path"].to_numpy(str), detected=detected, **rule)
     quality.write_skipped(out / "skipped.csv")
     write_part(quality_path, "multipie", {"multipie": quality})
     quality.require(params.ingest.min_kept_fraction, "ingest.min_kept_fraction")
-    found = frame["detector"] != "none"
+    found, tried = ~frame["detector"].isin(["none", "not_run"]), frame["detector"] != "not_run"
     summary = {"images": len(frame), "people": {s: int(frame.loc[frame["split"] == s, "identity"].nunique())
                                              for s in ("train", "val", "test")},
             "pairs": len(pairs), "unpaired": unpaired,
-            "detector_found_rate_by_yaw": {int(y): float(found[frame["yaw"] == y].mean())
-                                           for y in sorted(frame["yaw"].unique())},
+            "detector_found_rate_by_yaw": {int(y): float(found[tried & (frame["yaw"] == y)].mean())
+                                           for y in sorted(frame.loc[tried, "yaw"].unique())},
             "yaw_model_rows": int((rule["source"] == "yaw_model").sum())}
     return write_metrics(root, "multipie", summary)
 
@@ -175,14 +182,13 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
     """TP-GAN's pairs of one split from data/multipie at `size` pixels: inputs and frontals
     (N, size, size, 3) uint8, labels (N, 9) = the input's four patch centres (x, y, scaled to
     `size`) and its yaw, and the pairs' rows (input path, identity, yaw, flash, frontal path)."""
-    from facegan.data.images import load_rgb
-    from facegan.data.manifest import read_manifest
+    from facegan.data.datasets import read_image_set
     from facegan.faces.pose import PATCHES, patch_centres
 
     folder = Path(root) / "data" / "multipie"
     if not (folder / "pairs.csv").exists():
         raise FileNotFoundError(f"{folder}/pairs.csv not found: run `dvc repro multipie`")
-    frame = read_manifest(folder)
+    stored, frame = read_image_set(folder)
     pairs = pd.read_csv(folder / "pairs.csv")
     with np.load(folder / "landmarks.npz", allow_pickle=False) as f:
         landmarks, paths = f["landmarks"], f["path"].astype(str)
@@ -195,12 +201,12 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
 
     def image(row: int) -> np.ndarray:
         if row not in images:
-            images[row] = resize_square(load_rgb(folder / frame.at[row, "path"]), size)
+            images[row] = resize_square(np.asarray(stored[row]), size)
         return images[row]
 
     inputs = np.stack([image(r) for r in pairs["input_row"]])
     frontals = np.stack([image(r) for r in pairs["frontal_row"]])
-    side = load_rgb(folder / frame.at[int(pairs.at[0, "input_row"]), "path"]).shape[0]
+    side = stored.shape[1]
     centres = np.stack([np.stack([patch_centres(landmarks[r])[k] for k in PATCHES]) for r in pairs["input_row"]])
     labels = np.concatenate([centres.reshape(len(pairs), 8) * size / side,
                              pairs["yaw"].to_numpy(np.float32)[:, None]], 1).astype(np.float32)
@@ -215,14 +221,24 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
 def frontal_photos(root: Path, split: str, flash: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Each person's frontal (camera 051) photo under `flash` in one split: (N, size, size, 3) uint8
     and their identities (the identification gallery, or its distractors)."""
-    from facegan.data.images import load_rgb
-    from facegan.data.manifest import read_manifest
+    from facegan.data.datasets import read_image_set
 
-    folder = Path(root) / "data" / "multipie"
-    frame = read_manifest(folder)
+    stored, frame = read_image_set(Path(root) / "data" / "multipie")
     chosen = frame[(frame["split"] == split) & (frame["camera"].astype(int) == int(FRONTAL_CAMERA))
                    & (frame["flash"].astype(int) == flash)]
     if chosen.empty:
         return np.zeros((0, size, size, 3), np.uint8), np.array([], dtype=str)
-    images = np.stack([resize_square(load_rgb(folder / p), size) for p in chosen["path"]])
+    images = np.stack([resize_square(np.asarray(stored[row]), size) for row in chosen.index])
     return images, chosen["identity"].astype(str).to_numpy()
+
+
+def frontal_rows(root: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every frontal (camera 051) image at `size` pixels, resized as `load_pairs` resizes TP-GAN's
+    targets, and their names: what the feature cache holds for TP-GAN's identity loss."""
+    from facegan.data.datasets import read_image_set
+
+    stored, frame = read_image_set(Path(root) / "data" / "multipie")
+    rows = np.flatnonzero(frame["camera"].astype(int).to_numpy() == int(FRONTAL_CAMERA))
+    images = np.stack([resize_square(np.asarray(stored[row]), size) for row in rows]) if len(rows) else \
+        np.zeros((0, size, size, 3), np.uint8)
+    return images, frame["path"].astype(str).to_numpy()[rows]

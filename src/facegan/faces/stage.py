@@ -1,7 +1,8 @@
 """Stage `align`: detect, place 68 landmarks, crop every face to one template.
 
 Work is spread over a process pool (`align.workers`); each worker loads the
-dlib models once. Per set, `align.<set>.detectors` are tried in order; faces
+dlib models once and returns its crops; each set is stored as one array
+(data/datasets.py: manifest.csv + images.npy + contact_sheet.png). Per set, `align.<set>.detectors` are tried in order; faces
 found by none are skipped and counted (mode `landmarks`) or kept as the
 release's own crop without landmarks (mode `dataset_crop`).
 """
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from facegan.config import AlignParams, AlignSetParams
 from facegan.data.images import load_rgb
-from facegan.data.manifest import read_manifest, write_manifest
+from facegan.data.datasets import write_image_set
+from facegan.data.manifest import read_manifest
 from facegan.data.quality import SetQuality, write_part
 from facegan.devices import resolve_device
 from facegan.faces.align import align_face, dataset_crop, transform_points
@@ -36,7 +38,6 @@ NAN_SHAPE = np.full((68, 2), np.nan, np.float32)
 class AlignTask:
     index: int
     source: str
-    target: str
     mode: str
     detectors: tuple[str, ...]
     box_fraction: tuple[float, float, float, float] | None = None  # median_box rule
@@ -83,9 +84,7 @@ def _align_one(task: AlignTask) -> dict:
     else:
         crop, matrix = dataset_crop(image, size)
         aligned = transform_points(points, matrix) if points is not None else NAN_SHAPE
-    Path(task.target).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(task.target, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    return {**result, "detector": detector, "n_faces": n_faces,
+    return {**result, "detector": detector, "n_faces": n_faces, "crop": crop,
             "source": points if points is not None else NAN_SHAPE, "aligned": aligned}
 
 
@@ -122,8 +121,7 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
     frame = read_manifest(raw_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     detectors = tuple(d for d in settings.detectors if d in REAL_DETECTORS)
-    tasks = [AlignTask(i, str(raw_dir / row.path), str(out_dir / "images" / (Path(row.path).stem + ".png")),
-                       settings.mode, detectors) for i, row in enumerate(frame.itertuples())]
+    tasks = [AlignTask(i, str(raw_dir / row.path), settings.mode, detectors) for i, row in enumerate(frame.itertuples())]
     results = {r["index"]: r for r in run_tasks(tasks, params, device, f"align {name}")}
 
     missed = [t for t in tasks if results[t.index]["status"] == "no_face_found"]
@@ -132,7 +130,7 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
         fraction = median_box_fraction(list(results.values()))
         if fraction is not None:
             pad = _landmark_to_detector_box(fraction)
-            retry = [AlignTask(t.index, t.source, t.target, t.mode, (), pad) for t in missed]
+            retry = [AlignTask(t.index, t.source, t.mode, (), pad) for t in missed]
             results.update({r["index"]: r for r in run_tasks(retry, params, device, f"align {name} (median box)")})
 
     keep, aligned, source = [], [], []
@@ -156,10 +154,14 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
 
     kept = frame.iloc[keep].copy()
     kept["raw_path"] = kept["path"]
-    kept["path"] = [f"images/{Path(p).stem}.png" for p in kept["raw_path"]]
+    kept["path"] = [Path(p).stem for p in kept["raw_path"]]   # the image's name in the set (images.npy row)
+    if kept["path"].duplicated().any():
+        raise ValueError(f"{raw_dir}: two images share the name {kept['path'][kept['path'].duplicated()].iloc[0]!r} "
+                         "(same file name, other extension or folder); rename one")
     kept["detector"] = [results[i]["detector"] for i in keep]
+    out_dir.mkdir(parents=True, exist_ok=True)
     if len(kept):
-        write_manifest(kept, out_dir)
+        write_image_set(out_dir, kept, np.stack([results[i]["crop"] for i in keep]))
     np.savez_compressed(out_dir / "landmarks.npz", aligned=np.array(aligned, np.float32).reshape(-1, 68, 2),
                         source=np.array(source, np.float32).reshape(-1, 68, 2), path=kept["path"].to_numpy(str))
     quality.write_skipped(out_dir / "skipped.csv")

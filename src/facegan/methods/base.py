@@ -60,13 +60,16 @@ class Metric:
 @dataclass
 class TrainingData:
     """What a method trains on: images (N, H, W, 3) uint8 and their per-image labels (the method's
-    conditions: attributes, beta, landmarks, f-embeddings; or None); `aux`: further sets batched
-    independently ({name: (images, labels)}, keys arrive prefixed with the name); `paired`: sets
-    indexed like `images` and batched with them under the same flips ({name: images})."""
+    conditions: attributes, beta, landmarks; or None); `aux`: further sets batched independently
+    (keys arrive prefixed with the name); `paired`: sets indexed like `images` and batched with them
+    under the same flips ({name: images}); `values`: per-image arrays batched with them under their
+    own key, {name: (values, values of the mirror image)}, the second taken where a flip is drawn
+    (fixed networks' features of fixed images, from the feature cache)."""
     images: np.ndarray
     labels: np.ndarray | None = None
-    aux: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    aux: dict[str, "TrainingData"] = field(default_factory=dict)
     paired: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:

@@ -277,8 +277,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         rating set's train faces with their real ratings."""
         from facegan.data.pseudo_labels import load_pseudo_labels
         from facegan.config import ConfigError
-        from facegan.data.datasets import load_images, set_folder
-        from facegan.data.images import load_rgb
+        from facegan.data.datasets import load_images, read_image_set, rows_of, set_folder
 
         images, frame = load_images(set_folder(root, "celeba"), ["train"])
         pseudo = load_pseudo_labels(root, "celeba")
@@ -294,8 +293,8 @@ class BeholderGAN(GANMethod, TransformMethod):
         if params.london_real:
             real = load_pseudo_labels(root, "real")
             train = real["split"] == "train"
-            folder = set_folder(root, str(real["set"]))
-            extra = np.stack([load_rgb(folder / p) for p in real["path"][train]])
+            rated, rated_frame = read_image_set(set_folder(root, str(real["set"])))
+            extra = rated[rows_of(rated_frame, real["path"][train].astype(str))]
             images, beta = np.concatenate([images, extra]), np.concatenate([beta, real["beta"][train]])
         return TrainingData(images, beta)
 

@@ -142,7 +142,7 @@ class DomainTransferNetwork(TransformMethod):
         if self.f is None:
             raise RuntimeError("dtn needs f: call setup(root) (the training loop does)")
         p, opt = self.params, self.optimizers
-        f_s, f_t, t = batch["attributes"], batch["target_attributes"], batch["target_image"]
+        f_s, f_t, t = batch["f"], batch["target_f"], batch["target_image"]
         n_s, n_t, device = len(f_s), len(f_t), t.device
         if step < p.tid_warmup:
             return self.warmup_step(f_s, f_t, t)
@@ -220,39 +220,47 @@ class DomainTransferNetwork(TransformMethod):
             raise RuntimeError("dtn.sample_grid needs example images (start_training sets them)")
         g = self.g.eval()
         with torch.no_grad():
-            rows = [self.examples["image"][:8], g(self.examples["attributes"][:8]),
-                    self.examples["target_image"][:8], g(self.examples["target_attributes"][:8])]
+            rows = [self.examples["image"][:8], g(self.examples["f"][:8]),
+                    self.examples["target_image"][:8], g(self.examples["target_f"][:8])]
         self.g.train()
         return torch.cat([r.float().to(rows[0].device) for r in rows])
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
     def training_data(root, params) -> TrainingData:
-        """S: aligned CelebA train faces with f(s); T (aux "target"): the target set's train images with f(t)."""
+        """S: aligned CelebA train faces with f(s); T (aux "target"): the target set's train images with f(t).
+        f of both, and of their mirror images (what a flip draws), comes from the feature cache."""
         from facegan.data.datasets import load_images, set_folder
+        from facegan.pretrained.features import load_features
 
-        faces, _ = load_images(set_folder(root, "celeba"), ["train"])
-        targets, _ = load_images(set_folder(root, params.target), ["train"])
-        if targets.shape[1:] != faces.shape[1:]:
-            raise ValueError(f"{params.target} images are {targets.shape[1]} px but the faces are {faces.shape[1]}: "
-                             "set render_avatars.size equal to align.size")
-        facenet = load_fixed_f(root)
-        return TrainingData(faces, embed_uint8(facenet, faces), {"target": (targets, embed_uint8(facenet, targets))})
+        def with_f(name: str) -> TrainingData:
+            images, frame = load_images(set_folder(root, name), ["train"])
+            f = load_features(root, name, frame["path"], mirrored=True)
+            return TrainingData(images, values={"f": (f["embedding"], f["embedding_mirrored"])})
+
+        faces, targets = with_f("celeba"), with_f(params.target)
+        if targets.images.shape[1:] != faces.images.shape[1:]:
+            raise ValueError(f"{params.target} images are {targets.images.shape[1]} px but the faces are "
+                             f"{faces.images.shape[1]}: set render_avatars.size equal to align.size")
+        faces.aux["target"] = targets
+        return faces
 
     def evaluate(self, context) -> dict:
         """f-constancy, identity retrieval, L_TID on test targets, FID of G(S) vs real test targets, grids."""
         from facegan.data.datasets import load_images, set_folder, to_tensor
         from facegan.metrics.fid import load_reference, reference_of, reference_path
+        from facegan.pretrained.features import load_features
 
         p, settings, own, batch = self.params, context.shared, context.own, context.shared.batch_size
         faces, frame = load_images(set_folder(context.root, "celeba"), ["test"])
-        targets, _ = load_images(set_folder(context.root, p.target), ["test"])
+        targets, target_frame = load_images(set_folder(context.root, p.target), ["test"])
         photos, real_t = to_tensor(faces), to_tensor(targets)
-        with autocast_like_training(self.device()):
-            f_s = self.embed(photos)
+        device = self.device()
+        f_s = torch.from_numpy(load_features(context.root, "celeba", frame["path"])["embedding"]).to(device)
+        f_t = torch.from_numpy(load_features(context.root, p.target, target_frame["path"])["embedding"]).to(device)
+        with autocast_like_training(device):
             outputs = torch.cat([self.g.eval()(f_s[i:i + batch]).float() for i in range(0, len(f_s), batch)])
             f_gs = self.embed(outputs)
-            f_t = self.embed(real_t)
             outputs_t = torch.cat([self.g(f_t[i:i + batch]).float() for i in range(0, len(f_t), batch)])
         outputs, outputs_t = outputs.cpu(), outputs_t.cpu()
         result = {"test_faces": len(photos), "test_targets": len(real_t), "target": p.target}
@@ -284,17 +292,6 @@ class DomainTransferNetwork(TransformMethod):
         context.save_grid(torch.cat([real_t[:8], outputs_t[:8]]), [p.target, f"G({p.target})"],
                           "target_identity.png", per_row=8)
         return result
-
-
-def embed_uint8(facenet, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """f of (N, H, W, 3) uint8 images -> (N, E) float32, batch by batch (bf16 as in training)."""
-    from facegan.data.datasets import to_tensor
-
-    out = []
-    with torch.no_grad(), autocast_like_training("cpu"):
-        for i in range(0, len(images), batch):
-            out.append(facenet(to_tensor(images[i:i + batch])).float().numpy())
-    return np.concatenate(out).astype(np.float32)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -239,7 +239,7 @@ class GeoGAN(TransformMethod):
         faces, landmarks, frame = faces_with_landmarks(root, "train")
         present = frame[params.attribute].to_numpy() == 1
         flat = landmarks.reshape(len(landmarks), -1)
-        return TrainingData(faces[~present], flat[~present], {"ref": (faces[present], flat[present])})
+        return TrainingData(faces[~present], flat[~present], {"ref": TrainingData(faces[present], flat[present])})
 
     def evaluate(self, context) -> dict:
         """Transfer success, identity, landmark alignment, FID, London ground truth (metrics/transfer.py)."""

@@ -275,10 +275,8 @@ class TPGAN(TransformMethod):
         loss_pixel = loss_pixel_global + loss_pixel_local
         loss_sym = symmetry_loss(out["image"])
         loss_adv = bce(self.D(out["image"]), True)
-        with torch.no_grad():
-            real_features = self.f.features(frontal)
-        fake_features = self.f.features(out["image"])
-        loss_ip = sum((fake_features[k].float() - real_features[k].float()).abs().mean() for k in ("pool", "embedding"))
+        fake_features = self.f.features(out["image"])   # the true frontal's: cached (batch["frontal_<kind>"])
+        loss_ip = sum((fake_features[k].float() - batch[f"frontal_{k}"]).abs().mean() for k in ("pool", "embedding"))
         loss_tv = total_variation(out["image"])
         loss_g = loss_pixel + p.lambda_sym * loss_sym + p.lambda_adv * loss_adv + p.lambda_ip * loss_ip \
             + p.lambda_tv * loss_tv
@@ -370,11 +368,15 @@ class TPGAN(TransformMethod):
     @staticmethod
     def training_data(root, params) -> TrainingData:
         """Inputs (any yaw) of the training people, labels (N, 9): patch centres and yaw; paired
-        'frontal': the frontal image of the same person, session, recording and flash."""
+        'frontal': the frontal image of the same person, session, recording and flash; values
+        'frontal_pool', 'frontal_embedding': FaceNet's features of that frontal (the feature cache)."""
         from facegan.data.multipie import load_pairs
+        from facegan.pretrained.features import KINDS, load_features, multipie_frontal_name
 
         data = load_pairs(root, "train", params.size)
-        return TrainingData(data["inputs"], data["labels"], paired={"frontal": data["frontals"]})
+        f = load_features(root, multipie_frontal_name(params.size), data["rows"]["frontal_path"], KINDS, mirrored=True)
+        return TrainingData(data["inputs"], data["labels"], paired={"frontal": data["frontals"]},
+                            values={f"frontal_{k}": (f[k], f[f"{k}_mirrored"]) for k in KINDS})
 
     def evaluate(self, context) -> dict:
         """Rank-1 identification across pose, raw vs frontalized (metrics/frontalization.py)."""

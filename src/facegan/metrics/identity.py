@@ -225,16 +225,15 @@ def gallery_path(root: Path, name: str, split: str) -> Path:
 
 
 def run_identity_gallery(params, align, root) -> dict:
-    """Stage `identity_gallery`: dlib and FaceNet descriptors of the real split,
+    """Stage `identity_gallery`: dlib descriptors of the real split (FaceNet's from the feature cache),
     and face verification on its identity pairs with each (FaceNet's accuracy is
     the proof of its conversion; dlib's is the ceiling for identity preservation)."""
-    from facegan.data.datasets import load_images, set_folder, to_tensor
-    from facegan.pretrained.facenet import checkpoint_path, load_facenet
+    from facegan.data.datasets import load_images, set_folder
+    from facegan.pretrained.features import load_features
 
     images, frame = load_images(set_folder(root, params.set), [params.split])
     dlib_desc = dlib_descriptors(images, align.eye_distance, align.eye_y, workers=params.workers)
-    facenet = load_facenet(str(checkpoint_path(root)))
-    embeddings = facenet_embeddings(to_tensor(images), facenet)
+    embeddings = load_features(root, params.set, frame["path"])["embedding"]
     path = gallery_path(root, params.set, params.split)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, dlib=dlib_desc, facenet=embeddings, identity=frame["identity"].to_numpy(str),

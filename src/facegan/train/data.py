@@ -16,7 +16,8 @@ class InMemoryBatches:
     """One image set (and its per-image labels) served as seeded batches."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, flip: bool = True, paired: dict[str, np.ndarray] | None = None):
+                 rank: int = 0, world_size: int = 1, flip: bool = True, paired: dict[str, np.ndarray] | None = None,
+                 values: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         if len(images) < batch_size * world_size:
             raise ValueError(f"{len(images)} training images, fewer than one global batch "
                              f"({batch_size} x {world_size} processes)")
@@ -27,6 +28,13 @@ class InMemoryBatches:
             if array.shape != self.images.shape:
                 raise ValueError(f"paired set {name!r} has shape {tuple(array.shape)}, the images "
                                  f"{tuple(self.images.shape)}")
+        # per-image arrays and their mirror images' (features of a fixed network): a flip takes the second
+        self.values = {name: tuple(torch.from_numpy(np.asarray(a, np.float32)) for a in pair)
+                       for name, pair in (values or {}).items()}
+        for name, (ahead, mirrored) in self.values.items():
+            if len(ahead) != len(self.images) or ahead.shape != mirrored.shape:
+                raise ValueError(f"values {name!r}: shapes {tuple(ahead.shape)} and {tuple(mirrored.shape)} for "
+                                 f"{len(self.images)} images")
         self.labels = None if labels is None else torch.from_numpy(np.asarray(labels, np.float32))
         self.batch_size, self.seed, self.rank, self.world_size, self.flip = batch_size, seed, rank, world_size, flip
         self.global_batch = batch_size * world_size
@@ -43,6 +51,7 @@ class InMemoryBatches:
         idx = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.seed))[:n]
         out = {"image": to_tensor(self.images[idx].numpy()).to(device), "index": idx}
         out.update({name: to_tensor(array[idx].numpy()).to(device) for name, array in self.paired.items()})
+        out.update({name: ahead[idx].to(device) for name, (ahead, _) in self.values.items()})
         if self.labels is not None:
             out["attributes"] = self.labels[idx].to(device)
         return out
@@ -57,6 +66,8 @@ class InMemoryBatches:
             if self.flip:
                 x = torch.where(flips[:, None, None, None], x.flip(3), x)
             out[name] = x.to(device).contiguous(memory_format=torch.channels_last)
+        for name, (ahead, mirrored) in self.values.items():
+            out[name] = (torch.where(flips[:, None], mirrored[idx], ahead[idx]) if self.flip else ahead[idx]).to(device)
         out["index"] = idx
         if self.labels is not None:
             out["attributes"] = self.labels[idx].to(device)
@@ -89,9 +100,11 @@ def make_batches(data, batch_size: int, seed: int, rank: int = 0, world_size: in
     """Batches for a method's TrainingData: its main set (with `paired` sets batched image by image
     with it) and each auxiliary set batched independently. `flip`: random horizontal flips (off
     where labels hold positions)."""
-    main = InMemoryBatches(data.images, data.labels, batch_size, seed, rank, world_size, flip, data.paired)
+    main = InMemoryBatches(data.images, data.labels, batch_size, seed, rank, world_size, flip, data.paired,
+                           data.values)
     if not data.aux:
         return main
-    aux = {name: InMemoryBatches(a_images, a_labels, batch_size, seed + 1 + k, rank, world_size, flip)
-           for k, (name, (a_images, a_labels)) in enumerate(sorted(data.aux.items()))}
+    aux = {name: InMemoryBatches(a.images, a.labels, batch_size, seed + 1 + k, rank, world_size, flip, a.paired,
+                                 a.values)
+           for k, (name, a) in enumerate(sorted(data.aux.items()))}
     return JointBatches(main, aux)
