@@ -23,7 +23,7 @@ def body(name):
         data = method_class(name).training_data(root, getattr(params.train, name))
         method = build_for_training(name, params, data.image_size)
         batches = make_batches(data, method.batch_size, common.seed, context.rank, context.world_size,
-                               flip=method.flip_augment)
+                               flip=method.flip_augment, channels_last=common.channels_last)
         trainer = Trainer(method, batches, root / "models" / name, root / "reports" / "train" / name, context,
                           run=run if context.writer else None, root=root)
         return trainer.fit()

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -8,7 +9,6 @@ import pytest
 from PIL import Image
 
 from facegan.config import Params, build
-from facegan.methods.base import TrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,38 +156,14 @@ def tiny_params(tmp_steps: int = 4, **common) -> Params:
 
 
 def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
-    """Random faces and each method's kind of condition: binary attributes, K raters' 1-7 scores,
-    or (dtn) f-embeddings of faces plus a target domain of images with theirs."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    """Random faces and each method's kind of condition (the method's synthetic_data at the tiny params;
+    `attributes`: how many binary conditions a cgan gets)."""
+    from facegan.methods import method_class
 
-    def unit(m):
-        x = rng.normal(size=(m, 512)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    if method == "dtn":
-        targets = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
-        f_s, f_t = unit(n), unit(n // 2)
-        return TrainingData(images, values={"f": (f_s, f_s[::-1].copy())},
-                            aux={"target": TrainingData(targets, values={"f": (f_t, f_t[::-1].copy())})})
-    if method == "tpgan":   # pairs: inputs at several yaws (some frontal), their frontals, patch centres + yaw
-        centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32)
-        jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
-        yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
-        labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
-        pool, embedding = np.abs(rng.normal(size=(n, 1792))).astype(np.float32), unit(n)
-        return TrainingData(images, labels, paired={"frontal": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)},
-                            values={"frontal_pool": (pool, pool), "frontal_embedding": (embedding, embedding)})
-    if method == "geogan":  # A and B (the reference set), each with 68 landmarks (flattened) in the crop
-        def landmarks(m):
-            return (rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))).astype(np.float32)
-        return TrainingData(images, landmarks(n), {"ref": TrainingData(
-            rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), landmarks(n))})
-    if method == "beholder":
-        return TrainingData(images, rng.uniform(1, 7, (n, TINY_METHODS["beholder"]["raters"])).astype(np.float32))
-    if method == "fader":
-        attributes = len(build(Params, {}).train.fader.attributes)
-    return TrainingData(images, rng.integers(0, 2, (n, attributes)))
+    params = getattr(tiny_params().train, method)
+    if method == "cgan":
+        params = dataclasses.replace(params, attributes=params.attributes[:attributes])
+    return method_class(method).synthetic_data(params, n, 64, seed)
 
 
 def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, **common):

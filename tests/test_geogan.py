@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from facegan.devices import bf16_autocast
 from facegan import cli
 from facegan.methods import build_method
 from facegan.methods.geogan import flow_at, landmark_loss, to_grid_coordinates, warp
@@ -60,7 +61,7 @@ def test_mask_in_unit_range_and_every_loss_term_finite(geogan):
     assert parts["mask"].min() >= 0 and parts["mask"].max() <= 1 and parts["mask"].shape[1] == 1
     assert parts["output"].abs().max() <= 1 and parts["flow"].abs().max() <= method.params.max_flow
     method.G.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with bf16_autocast("cpu"):
         losses = method.train_step(batch, 0, step_generator(0, 0, 0))
     assert set(losses) == {"loss_d", "loss_d_cls", "loss_adv", "loss_cls", "loss_rec", "loss_lm", "loss_flow_tv",
                            "loss_mask", "loss_g"}

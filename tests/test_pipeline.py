@@ -18,7 +18,7 @@ from facegan.methods import REGISTRY
 
 TINY = {
     "ingest.celeba.max_images": 300, "ingest.celeba.split": {"train": 0.5, "val": 0.1, "test": 0.4},
-    "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30,
+    "ingest.umist.max_images": 40, "ingest.emoji.max_images": 30, "features.mirrored": ["avatars"],
     "render_avatars.n": 20, "render_avatars.split": {"train": 0.5, "val": 0.2, "test": 0.3},
     "attr_classifier.epochs": 1, "attr_classifier.width": 8, "identity.pairs": 50,
     "train.common.max_steps": 3, "train.common.batch_size": 8, "train.common.sample_every": 2,
@@ -109,9 +109,12 @@ def test_dvc_repro_tiny(tiny_run):
     with np.load(repo / "data/features/celeba.npz") as cached:
         names = list(read_manifest(repo / "data/aligned/celeba")["path"])
         assert list(cached["path"]) == names
-        assert cached["pool"].shape == (len(names), 1792) and cached["embedding_mirrored"].shape == (len(names), 512)
+        assert cached["pool"].shape == (len(names), 1792) and "embedding_mirrored" not in cached.files
         np.testing.assert_allclose(np.linalg.norm(cached["embedding"], axis=1), 1, atol=1e-3)
-    assert {p.name for p in (repo / "data/features").iterdir()} >= {"avatars.npz", "multipie_frontal_64.npz"}
+    with np.load(repo / "data/features/avatars.npz") as cached:   # features.mirrored: also the mirror images
+        assert cached["embedding_mirrored"].shape == cached["embedding"].shape == (20, 512)
+        assert not np.allclose(cached["embedding_mirrored"], cached["embedding"])
+    assert (repo / "data/features/multipie_frontal_64.npz").exists()
     assert sorted(p.name for p in (repo / "data/fid_stats").iterdir()) == ["avatars_test_64.npz", "celeba_test_64.npz"]
     cgan = metrics["cgan"]
     assert {"fid", "kid", "kid_std", "attr_acc", "attr_acc_Male"} <= set(cgan) and cgan["fid"] > 0

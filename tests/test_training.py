@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_data, tiny_params, train
+from facegan.devices import bf16_autocast
 from facegan.methods import REGISTRY, build_method, method_class
 from facegan.train.data import make_batches
 from facegan.train.loop import load_trained, step_generator
@@ -26,12 +27,12 @@ def test_one_training_step(name, pretrained_root):
     params = tiny_params()
     method = build_method(name, params)
     method.setup(pretrained_root, "cpu")
-    batches = make_batches(tiny_data(method=name), 8, 0)
+    batches = make_batches(tiny_data(method=name), 8, 0, flip=method.flip_augment)
     method.prepare(batches.labels)
     method.start_training(batches.examples(8, "cpu"))
     batch = batches.batch(0, "cpu")
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with bf16_autocast("cpu"):
         losses = method.train_step(batch, 0, step_generator(0, 0, 0))
     method.after_step(0)
     assert losses and all(np.isfinite(v) for v in losses.values())
@@ -125,3 +126,24 @@ def test_ddp_two_cpu_processes(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "reports/losses.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]            # one writer: no duplicated rows
     assert json.loads((tmp_path / "models/model.json").read_text())["processes"] == 2
+
+
+def test_flipped_images_get_their_mirror_images_values():
+    """Cached features travel with their images: a flipped image gets the mirror image's row."""
+    from facegan.methods.base import TrainingData
+    from facegan.train.data import InMemoryBatches
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    ahead, mirrored = np.arange(16, dtype=np.float32)[:, None], -np.arange(16, dtype=np.float32)[:, None]
+    batches = make_batches(TrainingData(images, values={"f": (ahead, mirrored)}), 8, 0)
+    for step in range(4):
+        batch = batches.batch(step, "cpu")
+        index = batch["index"].numpy()
+        unflipped = images[index].transpose(0, 3, 1, 2) / 127.5 - 1
+        flipped = np.abs(batch["image"].numpy() - unflipped).max(axis=(1, 2, 3)) > 1e-3
+        expected = np.where(flipped, mirrored[index, 0], ahead[index, 0])
+        assert np.array_equal(batch["f"].numpy()[:, 0], expected) and flipped.any() and (~flipped).any()
+    with pytest.raises(ValueError, match="no mirror-image rows"):
+        InMemoryBatches(images, None, 8, 0, values={"f": (ahead, None)})
+    unflipped = make_batches(TrainingData(images, values={"f": (ahead, None)}), 8, 0, flip=False)
+    assert unflipped.batch(0, "cpu")["f"].shape == (8, 1)

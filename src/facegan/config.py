@@ -172,6 +172,7 @@ class FidStatsParams:
 class FeaturesParams:
     """FaceNet's features of the stored sets and their mirror images, computed once (stage `features`)."""
     sets: list[str] = listed(["celeba", "london", "avatars"], IMAGE_SETS)
+    mirrored: list[str] = listed([], IMAGE_SETS)   # also cache these sets' mirror images (for training with flips)
     multipie_sizes: list[int] = field(default_factory=lambda: [64, 128])   # TP-GAN's frontals at these sizes
     precision: Literal["fp32", "bf16"] = "bf16"
     batch_size: int = bounded(64, 1, 8192)
@@ -179,6 +180,8 @@ class FeaturesParams:
 
     def check(self, key: str) -> None:
         check_device(key, self.device)
+        if set(self.mirrored) - set(self.sets):
+            raise ConfigError(f"{key}.mirrored: {sorted(set(self.mirrored) - set(self.sets))} not in {key}.sets")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ class BeautyJudge:
         import json
 
         from facegan.pretrained.facenet import checkpoint_path, load_facenet
-        from facegan.devices import bf16_supported
 
         folder = model_folder(root)
         self.ensemble = RaterEnsemble.load(folder)
@@ -29,7 +28,6 @@ class BeautyJudge:
                                   meta["eye_distance"], meta["eye_y"])
         self.eye_distance, self.eye_y = meta["eye_distance"], meta["eye_y"]
         self.facenet = load_facenet(str(checkpoint_path(Path(root))), device)
-        self.bf16 = bf16_supported(device)
 
     def beauty(self, images: torch.Tensor) -> np.ndarray:
         """(N,) the ensemble's beauty (mean of the K raters' predictions) of [-1, 1] faces."""

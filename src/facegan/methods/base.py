@@ -57,19 +57,29 @@ class Metric:
         return {"higher": " ↑", "lower": " ↓"}.get(self.better, "")
 
 
+def random_images(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def random_unit(rng: np.random.Generator, n: int, dim: int = 512) -> np.ndarray:
+    """n random unit vectors (stand-ins for FaceNet embeddings)."""
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 @dataclass
 class TrainingData:
     """What a method trains on: images (N, H, W, 3) uint8 and their per-image labels (the method's
     conditions: attributes, beta, landmarks; or None); `aux`: further sets batched independently
     (keys arrive prefixed with the name); `paired`: sets indexed like `images` and batched with them
     under the same flips ({name: images}); `values`: per-image arrays batched with them under their
-    own key, {name: (values, values of the mirror image)}, the second taken where a flip is drawn
-    (fixed networks' features of fixed images, from the feature cache)."""
+    own key, {name: (values, values of the mirror image or None)}, the second taken where a flip is
+    drawn (fixed networks' features of fixed images, from the feature cache; None without flips)."""
     images: np.ndarray
     labels: np.ndarray | None = None
     aux: dict[str, "TrainingData"] = field(default_factory=dict)
     paired: dict[str, np.ndarray] = field(default_factory=dict)
-    values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    values: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -111,6 +121,12 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def training_data(root: Path, params) -> TrainingData:
         """The training set, read from the project at `root` with the method's `train.<name>` params."""
+
+    @staticmethod
+    @abstractmethod
+    def synthetic_data(params, n: int, image_size: int, seed: int = 0) -> TrainingData:
+        """n random examples of the training set's form (random pixels, conditions in their range): what
+        the tests and benchmarks/train_throughput.py train on without the pipeline's data."""
 
     @property
     def batch_size(self) -> int:

@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import GANMethod, Metric, RequestError, TrainingData, Transformed, TransformMethod
+from facegan.devices import bf16_autocast
+from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
+                                  TransformMethod, Transformed, random_images)
 from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
@@ -261,7 +263,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         judge = self.judge()
         generator = generator or torch.Generator().manual_seed(0)
         crops = crops.float()
-        with torch.autocast(self.device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+        with bf16_autocast(self.device()):
             recovered = self.invert(crops, judge.facenet, generator, inversion)
         beautified = self.regenerate(recovered["z"], recovered["beta"], delta).float().cpu()
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
@@ -297,6 +299,11 @@ class BeholderGAN(GANMethod, TransformMethod):
             extra = rated[rows_of(rated_frame, real["path"][train].astype(str))]
             images, beta = np.concatenate([images, extra]), np.concatenate([beta, real["beta"][train]])
         return TrainingData(images, beta)
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        rng = np.random.default_rng(seed)
+        return TrainingData(random_images(rng, n, image_size), rng.uniform(1, 7, (n, params.raters)).astype(np.float32))
 
     def evaluate(self, context) -> dict:
         """FID/KID; beauty control (beauty_spearman) and identity along strips;
@@ -340,7 +347,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         check = context.identity_check(frame["path"], own.beautify_faces)
         photos = to_tensor(images[check.chosen])
         judge = self.judge()
-        with torch.autocast(self.device().type, dtype=torch.bfloat16, enabled=judge.bf16):
+        with bf16_autocast(self.device()):
             recovered = self.invert(photos, judge.facenet, generator, own.inversion)
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
         beautified = self.regenerate(recovered["z"], recovered["beta"], own.delta).float().cpu()

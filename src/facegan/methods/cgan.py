@@ -16,11 +16,12 @@ Recipe (a modern take on the conditional DCGAN, Mirza & Osindero 2014):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import GANMethod, Metric, TrainingData
+from facegan.methods.base import GANMethod, Metric, TrainingData, random_images
 from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 
@@ -102,6 +103,11 @@ class CGAN(GANMethod):
 
         images, labels, _ = celeba_attributes(root, params.attributes, "train")
         return TrainingData(images, labels)
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        rng = np.random.default_rng(seed)
+        return TrainingData(random_images(rng, n, image_size), rng.integers(0, 2, (n, len(params.attributes))))
 
     @staticmethod
     def training_labels(root, params):

@@ -40,10 +40,14 @@ L_TV, f(t) -> t, with no D and no f pass (0.2 s a step instead of 1 s); the game
 then starts with a fresh Adam for g. In a minutes-long CPU budget this gives
 g a decoder of f's space before D and L_CONST pull on it.
 
-f(s) and f(t) of the training images are computed once (bf16 where the CPU has
-it, as the loop's autocast computes f(G(s))): f is fixed, so they never change,
-and it saves a FaceNet pass per step; f(G(s)) is computed, and differentiated
-through, at every step.
+f(s) and f(t) of the training images come from the feature cache (stage
+`features`, bf16 where the CPU has it, as the loop's autocast computes f(G(s))):
+f is fixed, so they never change, and it saves a FaceNet pass per step; f(G(s))
+is computed, and differentiated through, at every step. No random flips: the
+cache holds f of the images as they are, and a flipped s with the unflipped
+f(s) would give g one input and two targets (the flip mismatch of an earlier
+version). Caching the mirror images (`features.mirrored: [celeba, avatars]`)
+gives the flips back at twice the stage's cost.
 
 Departures: FaceNet (512-d, unit norm) for DeepFace (256-d); 64 x 64 for D's
 152 x 152 input, so 4 D blocks; the warm-up; rendered avatars (python-avatars)
@@ -62,7 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import Metric, TrainingData, Transformed, TransformMethod, unwrap
+from facegan.methods.base import (Metric, TrainingData, TransformMethod, Transformed,
+                                  random_images, random_unit, unwrap)
 from facegan.methods.nets import strided_layers, total_variation
 from facegan.pretrained.facenet import load_converted as load_fixed_f
 from facegan.devices import inference_autocast as autocast_like_training
@@ -117,6 +122,8 @@ class DomainTransferNetwork(TransformMethod):
                 Metric("identity_acc", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
                        "avatar vs another photo of the person"),
                 Metric("fid", "lower", "FID", note="against the real test avatars"), Metric("kid", "lower", "KID"))
+
+    flip_augment = False   # the cached f(s), f(t) are of the unflipped images (module docstring)
 
     def __init__(self, params, common, image_size: int = 64):
         super().__init__(params, common, image_size)
@@ -235,8 +242,8 @@ class DomainTransferNetwork(TransformMethod):
 
         def with_f(name: str) -> TrainingData:
             images, frame = load_images(set_folder(root, name), ["train"])
-            f = load_features(root, name, frame["path"], mirrored=True)
-            return TrainingData(images, values={"f": (f["embedding"], f["embedding_mirrored"])})
+            f = load_features(root, name, frame["path"])
+            return TrainingData(images, values={"f": (f["embedding"], None)})
 
         faces, targets = with_f("celeba"), with_f(params.target)
         if targets.images.shape[1:] != faces.images.shape[1:]:
@@ -244,6 +251,15 @@ class DomainTransferNetwork(TransformMethod):
                              f"{faces.images.shape[1]}: set render_avatars.size equal to align.size")
         faces.aux["target"] = targets
         return faces
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        """Faces with random unit f(s), and n // 2 targets with theirs."""
+        rng = np.random.default_rng(seed)
+        faces, targets = random_images(rng, n, image_size), random_images(rng, n // 2, image_size)
+        f_s, f_t = random_unit(rng, n), random_unit(rng, n // 2)
+        return TrainingData(faces, values={"f": (f_s, None)},
+                            aux={"target": TrainingData(targets, values={"f": (f_t, None)})})
 
     def evaluate(self, context) -> dict:
         """f-constancy, identity retrieval, L_TID on test targets, FID of G(S) vs real test targets, grids."""

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
+from facegan.methods.base import (Metric, RequestError, TrainingData, TransformMethod,
+                                  Transformed, random_images, unwrap)
 
 CLIP_NORM = 5.0
 EVAL_SLIDER = np.linspace(0, 1, 8)   # slider values in the report's strips
@@ -280,6 +281,11 @@ class FaderNetwork(TransformMethod):
 
         images, labels, _ = celeba_attributes(root, params.attributes, "train")
         return TrainingData(images, labels)
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        rng = np.random.default_rng(seed)
+        return TrainingData(random_images(rng, n, image_size), rng.integers(0, 2, (n, len(params.attributes))))
 
     def evaluate(self, context) -> dict:
         """On the CelebA test split: reconstruction (PSNR, L1) with the true attributes;

@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.faces.flow import flow_at, to_grid_coordinates, warp
-from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
+from facegan.methods.base import (Metric, RequestError, TrainingData, TransformMethod,
+                                  Transformed, random_images, unwrap)
 from facegan.methods.nets import EncoderDecoder, strided_layers, total_variation
 
 LANDMARKS = 68
@@ -240,6 +241,18 @@ class GeoGAN(TransformMethod):
         present = frame[params.attribute].to_numpy() == 1
         flat = landmarks.reshape(len(landmarks), -1)
         return TrainingData(faces[~present], flat[~present], {"ref": TrainingData(faces[present], flat[present])})
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        """A and the references B, each with 68 landmarks (flattened) near one random face shape."""
+        rng = np.random.default_rng(seed)
+
+        def landmarks(m):
+            scale = image_size / 64
+            return ((rng.uniform(12, 52, (1, 136)) + rng.normal(0, 1.5, (m, 136))) * scale).astype(np.float32)
+
+        return TrainingData(random_images(rng, n, image_size), landmarks(n),
+                            {"ref": TrainingData(random_images(rng, n, image_size), landmarks(n))})
 
     def evaluate(self, context) -> dict:
         """Transfer success, identity, landmark alignment, FID, London ground truth (metrics/transfer.py)."""

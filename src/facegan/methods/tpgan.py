@@ -54,7 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, predict_landmarks
-from facegan.methods.base import Metric, RequestError, TrainingData, Transformed, TransformMethod, unwrap
+from facegan.methods.base import (Metric, RequestError, TrainingData, TransformMethod, Transformed,
+                                  random_images, random_unit, unwrap)
 from facegan.methods.nets import strided_layers, total_variation
 
 # (height, width) of each local pathway's patch at 128 x 128 (the paper's sizes)
@@ -374,9 +375,22 @@ class TPGAN(TransformMethod):
         from facegan.pretrained.features import KINDS, load_features, multipie_frontal_name
 
         data = load_pairs(root, "train", params.size)
-        f = load_features(root, multipie_frontal_name(params.size), data["rows"]["frontal_path"], KINDS, mirrored=True)
+        f = load_features(root, multipie_frontal_name(params.size), data["rows"]["frontal_path"], KINDS)
         return TrainingData(data["inputs"], data["labels"], paired={"frontal": data["frontals"]},
-                            values={f"frontal_{k}": (f[k], f[f"{k}_mirrored"]) for k in KINDS})
+                            values={f"frontal_{k}": (f[k], None) for k in KINDS})
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        """Inputs at several yaws (some frontal) with jittered patch centres, random frontals and features."""
+        rng = np.random.default_rng(seed)
+        centres = np.array([[22, 27], [42, 27], [32, 38], [32, 48]], np.float32) * image_size / 64
+        jitter = rng.normal(0, 2, (n, 4, 2)).astype(np.float32)
+        yaws = np.array([[-90, -45, 0, 15, 60, 0][i % 6] for i in range(n)], np.float32)
+        labels = np.concatenate([(centres + jitter).reshape(n, 8), yaws[:, None]], 1)
+        pool, embedding = np.abs(rng.normal(size=(n, 1792))).astype(np.float32), random_unit(rng, n)
+        return TrainingData(random_images(rng, n, image_size), labels,
+                            paired={"frontal": random_images(rng, n, image_size)},
+                            values={"frontal_pool": (pool, None), "frontal_embedding": (embedding, None)})
 
     def evaluate(self, context) -> dict:
         """Rank-1 identification across pose, raw vs frontalized (metrics/frontalization.py)."""

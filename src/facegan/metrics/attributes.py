@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegan.devices import bf16_autocast
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,7 @@ def train_step(model: AttributeClassifier, optimizer, x: torch.Tensor, y: torch.
     x, y = x.to(device), y.to(device)
     flip = torch.rand(len(x), device=device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+    with bf16_autocast(device, autocast):
         loss = F.binary_cross_entropy_with_logits(model(x).float(), y, pos_weight=pos_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -102,7 +104,7 @@ def fit(model: AttributeClassifier, train: tuple, val: tuple, epochs: int, batch
             if len(idx) > 1:
                 losses.append(train_step(model, optimizer, x[idx], y[idx], autocast, pos_weight))
                 schedule.step()
-        with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=autocast):
+        with bf16_autocast(next(model.parameters()).device, autocast):
             scores = per_attribute_scores(model.predict(val[0]), val[1].numpy(), model.attributes)
         mean_balanced = float(np.mean([s["balanced_accuracy"] for s in scores.values()]))
         log.info("epoch %d: loss %.4f, val mean balanced accuracy %.4f", epoch, np.mean(losses), mean_balanced)

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from facegan.devices import bf16_autocast, precision_used
 from facegan.pretrained.fid_inception import load_fid_inception
 
 
@@ -37,8 +38,7 @@ def inception_features(batches: Iterable, device: str = "cpu", precision: str = 
     for batch in batches:
         for chunk in to_uint8_batch(batch).split(max_batch):
             x = chunk.to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                                enabled=precision == "bf16"):
+            with bf16_autocast(device, precision == "bf16"):
                 out.append(model(x).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 2048))
 
@@ -149,7 +149,7 @@ def run_fid_stats(params, root: Path) -> dict:
         features = inception_features(batches_of(images, params.batch_size), device, params.precision)
         size = images.shape[1]
         save_reference(reference_path(root, name, params.split, size), features, set=name, split=params.split,
-                       size=size, precision=params.precision)
+                       size=size, precision=precision_used(device, params.precision))
         order = np.random.default_rng(0).permutation(len(features))
         half = len(features) // 2
         report[name] = {"images": len(features), "size": size,

@@ -1,5 +1,6 @@
 """One FaceNet feature cache (stage `features`): the 1792-d pool and the 512-d unit embedding of every
-stored image, and of its mirror image, computed once and read by every consumer.
+stored image (and, for the sets in `features.mirrored`, of its mirror image), computed once and read
+by every consumer.
 
 Before it, FaceNet ran over the same images in `beauty`, `pseudo_label`, `identity_gallery`,
 `train@dtn` (f(s), f(t)), every `train@tpgan` step (f of the true frontal: 144 distinct images)
@@ -7,7 +8,7 @@ and the evaluations. The mirrored rows serve training with random horizontal fli
 image gets the features of the flipped image (DTN's f(s) and f(t), TP-GAN's f(frontal)).
 
 data/features/<set>.npz holds `path` (the set's manifest names, in manifest order), `pool`,
-`embedding`, `pool_mirrored`, `embedding_mirrored` (float32). Multi-PIE's frontals (camera 051)
+`embedding` and, for mirrored sets, `pool_mirrored`, `embedding_mirrored` (float32). Multi-PIE's frontals (camera 051)
 are cached at each size TP-GAN may train at (`multipie_frontal_<size>.npz`), resized exactly as
 TP-GAN's pairs are (data/multipie.py `load_pairs`).
 """
@@ -33,16 +34,16 @@ def multipie_frontal_name(size: int) -> str:
 def facenet_features(facenet, images: np.ndarray | torch.Tensor, precision: str = "bf16", batch_size: int = 64,
                      device: str = "cpu") -> dict[str, np.ndarray]:
     """FaceNet's pool and embedding of (N, H, W, 3) uint8 images or (N, 3, H, W) [-1, 1] tensors,
-    batch by batch ((N, 1792) and (N, 512) float32). bf16 autocast where asked: ~2x faster here,
-    embeddings within cos 0.999 of fp32 (README, section Performance)."""
+    batch by batch ((N, 1792) and (N, 512) float32). bf16 where asked and the hardware has it."""
     from facegan.data.datasets import to_tensor
+    from facegan.devices import bf16_autocast
 
     parts = {kind: [] for kind in KINDS}
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         chunk = to_tensor(chunk) if isinstance(chunk, np.ndarray) else chunk
         chunk = chunk.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with bf16_autocast(device, precision == "bf16"):
             out = facenet.features(chunk)
         for kind in KINDS:
             parts[kind].append(out[kind].float().cpu().numpy())
@@ -60,6 +61,9 @@ def load_features(root: Path, name: str, paths=None, kinds=("embedding",), mirro
                                 f"`dvc repro features`")
     keys = list(kinds) + ([f"{k}_mirrored" for k in kinds] if mirrored else [])
     with np.load(path, allow_pickle=False) as f:
+        if mirrored and f"{kinds[0]}_mirrored" not in f.files:
+            raise KeyError(f"{path} holds no mirror-image features: add {name!r} to features.mirrored "
+                           "(params.yaml) and run `dvc repro features`")
         stored = f["path"].astype(str)
         arrays = {key: f[key] for key in keys}
     if paths is None:

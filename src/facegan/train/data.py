@@ -17,7 +17,7 @@ class InMemoryBatches:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, flip: bool = True, paired: dict[str, np.ndarray] | None = None,
-                 values: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+                 values: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, channels_last: bool = True):
         if len(images) < batch_size * world_size:
             raise ValueError(f"{len(images)} training images, fewer than one global batch "
                              f"({batch_size} x {world_size} processes)")
@@ -29,14 +29,18 @@ class InMemoryBatches:
                 raise ValueError(f"paired set {name!r} has shape {tuple(array.shape)}, the images "
                                  f"{tuple(self.images.shape)}")
         # per-image arrays and their mirror images' (features of a fixed network): a flip takes the second
-        self.values = {name: tuple(torch.from_numpy(np.asarray(a, np.float32)) for a in pair)
+        self.values = {name: tuple(None if a is None else torch.from_numpy(np.asarray(a, np.float32)) for a in pair)
                        for name, pair in (values or {}).items()}
         for name, (ahead, mirrored) in self.values.items():
-            if len(ahead) != len(self.images) or ahead.shape != mirrored.shape:
-                raise ValueError(f"values {name!r}: shapes {tuple(ahead.shape)} and {tuple(mirrored.shape)} for "
-                                 f"{len(self.images)} images")
+            if len(ahead) != len(self.images) or (mirrored is not None and ahead.shape != mirrored.shape):
+                raise ValueError(f"values {name!r}: shape {tuple(ahead.shape)} (mirror rows: "
+                                 f"{None if mirrored is None else tuple(mirrored.shape)}) for {len(self.images)} images")
+            if flip and mirrored is None:
+                raise ValueError(f"values {name!r} have no mirror-image rows, so flipped images would get the "
+                                 "unflipped image's values: give them, or train without flips")
         self.labels = None if labels is None else torch.from_numpy(np.asarray(labels, np.float32))
         self.batch_size, self.seed, self.rank, self.world_size, self.flip = batch_size, seed, rank, world_size, flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.global_batch = batch_size * world_size
         self.per_epoch = len(images) // self.global_batch
 
@@ -65,7 +69,7 @@ class InMemoryBatches:
             x = to_tensor(array[idx].numpy())
             if self.flip:
                 x = torch.where(flips[:, None, None, None], x.flip(3), x)
-            out[name] = x.to(device).contiguous(memory_format=torch.channels_last)
+            out[name] = x.to(device).contiguous(memory_format=self.memory_format)
         for name, (ahead, mirrored) in self.values.items():
             out[name] = (torch.where(flips[:, None], mirrored[idx], ahead[idx]) if self.flip else ahead[idx]).to(device)
         out["index"] = idx
@@ -96,15 +100,16 @@ class JointBatches:
         return self._merge(lambda b: b.examples(n, device))
 
 
-def make_batches(data, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, flip: bool = True):
+def make_batches(data, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, flip: bool = True,
+                 channels_last: bool = True):
     """Batches for a method's TrainingData: its main set (with `paired` sets batched image by image
     with it) and each auxiliary set batched independently. `flip`: random horizontal flips (off
-    where labels hold positions)."""
+    where labels hold positions); `channels_last`: the images' memory format (train.common)."""
     main = InMemoryBatches(data.images, data.labels, batch_size, seed, rank, world_size, flip, data.paired,
-                           data.values)
+                           data.values, channels_last)
     if not data.aux:
         return main
     aux = {name: InMemoryBatches(a.images, a.labels, batch_size, seed + 1 + k, rank, world_size, flip, a.paired,
-                                 a.values)
+                                 a.values, channels_last)
            for k, (name, a) in enumerate(sorted(data.aux.items()))}
     return JointBatches(main, aux)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from facegan.devices import bf16_supported, resolve_device
+from facegan.devices import bf16_autocast, bf16_supported, resolve_device
 from facegan.methods import Method, method_class
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class Trainer:
             return
         folder = self.report_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
+        with bf16_autocast(self.ctx.device, self.autocast):
             grid = self.method.sample_grid(torch.Generator().manual_seed(self.common.seed)).float()
         save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png",
                    nrow=self.method.grid_columns)
@@ -187,6 +187,16 @@ class Trainer:
         if self.ctx.distributed:
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(stop.item())
+
+    def one_step(self) -> tuple[dict[str, float], int]:
+        """The next batch, one train_step under the configured autocast, the after-step hook: (losses, images)."""
+        batch = self.batches.batch(self.step, self.ctx.device)
+        with bf16_autocast(self.ctx.device, self.autocast):
+            losses = self.method.train_step(batch, self.step, step_generator(self.common.seed, self.step,
+                                                                             self.ctx.rank))
+        self.method.after_step(self.step)
+        self.step += 1
+        return losses, len(batch["image"])
 
     def fit(self) -> dict:
         common = self.common
@@ -201,13 +211,8 @@ class Trainer:
             if self._should_stop(started):
                 stopped_by = "max_minutes"
                 break
-            batch = self.batches.batch(self.step, self.ctx.device)
-            with torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16, enabled=self.autocast):
-                losses = self.method.train_step(batch, self.step, step_generator(common.seed, self.step,
-                                                                                 self.ctx.rank))
-            self.method.after_step(self.step)
-            self.step += 1
-            window_images += len(batch["image"]) * self.ctx.world_size
+            losses, images = self.one_step()
+            window_images += images * self.ctx.world_size
             progress.update(1)
             if self.step % common.log_every == 0 or self.step == common.max_steps:
                 speed = window_images / max(1e-9, time.monotonic() - window_start)
