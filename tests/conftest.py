@@ -151,7 +151,7 @@ TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
 def tiny_params(tmp_steps: int = 4, **common) -> Params:
     return build(Params, {"train": {
         "common": {"batch_size": 8, "max_steps": tmp_steps, "checkpoint_every": 2, "sample_every": 2,
-                   "log_every": 1, "max_minutes": 5, **common},
+                   "log_every": 1, "max_minutes": 5, "progress_samples": 0, **common},
         **TINY_METHODS}})
 
 

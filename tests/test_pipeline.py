@@ -22,7 +22,7 @@ TINY = {
     "render_avatars.n": 20, "render_avatars.split": {"train": 0.5, "val": 0.2, "test": 0.3},
     "attr_classifier.epochs": 1, "attr_classifier.width": 8, "identity.pairs": 50,
     "train.common.max_steps": 3, "train.common.batch_size": 8, "train.common.sample_every": 2,
-    "train.common.log_every": 1,
+    "train.common.log_every": 1, "train.common.progress_samples": 16,
     "train.cgan.g_width": 4, "train.cgan.d_width": 4, "eval.n_samples": 24, "eval.kid_subsets": 5,
     "ingest.london.max_images": 40, "beauty.raters": 5, "beauty.folds": 5,
     "train.beholder.raters": 5, "train.beholder.g_width": 4, "train.beholder.d_width": 4,
@@ -187,6 +187,11 @@ def test_dvc_repro_tiny(tiny_run):
         (declared,) = next(p[f"{m}_losses"] for p in plots if f"{m}_losses" in p)["y"].values()
         logged = pd.read_csv(repo / f"reports/train/{m}/losses.csv").columns.drop(["step", "img_per_s"])
         assert declared == list(logged), m
+    for m in REGISTRY:   # each method's quality figure while training, scored by its judge on the real data
+        progress = pd.read_csv(repo / f"reports/train/{m}/progress.csv")
+        assert list(progress.columns[:2]) == ["step", "minutes"] and len(progress.columns) == 3, m
+        assert progress["step"].iloc[-1] == 3 and np.isfinite(progress.iloc[-1, 2]), m
+    assert "Quality while training" in (repo / "reports/index.html").read_text()
     dvc(["plots", "show", "-o", str(tmp_path / "plots")], repo, env)
     assert (tmp_path / "plots/index.html").read_text().count("vegaEmbed(") >= 2 * len(REGISTRY)
 

@@ -147,3 +147,25 @@ def test_flipped_images_get_their_mirror_images_values():
         InMemoryBatches(images, None, 8, 0, values={"f": (ahead, None)})
     unflipped = make_batches(TrainingData(images, values={"f": (ahead, None)}), 8, 0, flip=False)
     assert unflipped.batch(0, "cpu")["f"].shape == (8, 1)
+
+
+def test_progress_checks_stay_within_their_share(tmp_path, monkeypatch):
+    """The quality figure is logged while training, but its checks are skipped when they would cost more
+    than progress_share of the run's time; the last one runs at the end of the run."""
+    import time
+
+    from facegan.methods.cgan import CGAN
+
+    def probe(self, root, labels, n):
+        def check():
+            time.sleep(0.2)
+            return {"figure": float(self.ema.decay)}
+        return check
+    monkeypatch.setattr(CGAN, "progress_probe", probe)
+    trainer = train(tmp_path, 12, root=tmp_path, progress_every=1, progress_samples=4, progress_share=0.05)
+    with open(tmp_path / "reports" / "progress.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["step", "minutes", "figure"] and rows[-1]["step"] == "12"
+    assert 1 <= len(rows) < 12                    # 0.2 s checks beside ~0.1 s steps: most are skipped
+    summary = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert summary["progress_checks_minutes"] > 0

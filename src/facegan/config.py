@@ -243,6 +243,11 @@ class TrainCommonParams:
     sample_every: int = bounded(500, 1)
     log_every: int = bounded(20, 1)
     nproc: int = bounded(1, 1, 512)          # > 1: the stage runs under torchrun
+    # the cheap quality figure logged while training (Method.progress_probe): tried every progress_every
+    # steps, run only while all checks so far cost at most progress_share of the run's time
+    progress_every: int = bounded(100, 1)
+    progress_samples: int = bounded(128, 0, 100_000)   # samples or faces per check; 0 = no checks
+    progress_share: float = bounded(0.05, 0.0, 1.0)
 
     def check(self, key: str) -> None:
         check_device(key, self.device)
@@ -357,6 +362,7 @@ class EvalParams:
     n_samples: int = bounded(1000, 2, 1_000_000)
     batch_size: int = bounded(100, 1, 8192)
     kid_subsets: int = bounded(100, 1, 10_000)
+    fid_se_rounds: int = bounded(5, 0, 1000)     # bootstrap rounds for FID's standard error (fid_se); < 2: none
     seed: int = bounded(0, 0)
 
 

@@ -47,6 +47,6 @@ class EvalContext:
 
         if isinstance(reference, tuple):
             reference = load_reference(reference_path(self.root, *reference, fakes.shape[-1]))
-        return fid_kid_of(fakes, reference, self.shared.kid_subsets)
+        return fid_kid_of(fakes, reference, self.shared.kid_subsets, self.shared.fid_se_rounds)
 
 

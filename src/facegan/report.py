@@ -110,6 +110,7 @@ class MethodReport:
     train_run: str | None = None
     grids: list[Path] = field(default_factory=list)
     losses: Path | None = None
+    progress: Path | None = None   # reports/train/<method>/progress.csv: the quality figure against steps
     training: dict | None = None   # models/<method>/model.json: steps, minutes_this_run, stopped_by
 
 
@@ -166,8 +167,10 @@ def collect(root: Path, methods: list[str], tracking_uri: str | None, experiment
         samples = sorted((root / "reports" / "train" / name / "samples").glob("step_*.png"))
         grids = sorted((root / "reports" / "eval" / name).glob("*.png")) + samples[-1:]
         losses = root / "reports" / "train" / name / "losses.csv"
+        progress = root / "reports" / "train" / name / "progress.csv"
         model = root / "models" / name / "model.json"
         reports.append(MethodReport(name, metrics, grids=grids, losses=losses if losses.exists() else None,
+                                    progress=progress if progress.exists() else None,
                                     training=json.loads(model.read_text()) if model.exists() else None))
     if tracking_uri:
         runs = mlflow_runs(tracking_uri, experiment, methods, {r.name: r.metrics for r in reports})
@@ -189,8 +192,10 @@ def cell(metrics: dict | None, spec: Metric | None) -> str:
         if first is None:
             return "–"
         return f"{format_value(first)} / {format_value(second)}"
-    value = metrics.get(spec.key)
-    return "–" if value is None else format_value(value)
+    value, error = metrics.get(spec.key), metrics.get(f"{spec.key}_se")   # <key>_se: its standard error
+    if value is None:
+        return "–"
+    return format_value(value) + (f" ± {format_value(error)}" if isinstance(error, (int, float)) else "")
 
 
 def headline_keys(method: str) -> list[str]:
@@ -229,17 +234,18 @@ def data_quality_rows(root: Path) -> list[tuple[str, str, int, int, int, str]]:
 
 # ------------------------------------------------------------------ rendering
 
-def loss_curves_svg(losses: Path) -> str:
-    """The loss CSV as small multiples (one panel per column but throughput), as inline SVG."""
+def loss_curves_svg(losses: Path, skip: tuple[str, ...] = ("step", "img_per_s")) -> str:
+    """A training CSV (losses, or the progress figure) as small multiples against the step, one panel per
+    column but `skip`, as inline SVG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with open(losses, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("step", "img_per_s")]
+    columns = [c for c in (rows[0].keys() if rows else []) if c not in skip]
     if not columns:
-        return "<p>no losses logged yet</p>"
+        return "<p>nothing logged yet</p>"
     steps = [float(r["step"]) for r in rows]
     per_row = 4
     n_rows = math.ceil(len(columns) / per_row)
@@ -257,6 +263,18 @@ def loss_curves_svg(losses: Path) -> str:
     plt.close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]
+
+
+def progress_line(progress: Path) -> str:
+    """The progress figure's first and last values: does more training still help?"""
+    with open(progress, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    figures = [c for c in (rows[0].keys() if rows else []) if c not in ("step", "minutes")]
+    if not figures:
+        return "no check ran"
+    first, last = rows[0], rows[-1]
+    return "; ".join(f"{name} {float(first[name]):.4g} at step {first['step']} -> {float(last[name]):.4g} at step "
+                     f"{last['step']} ({len(rows)} checks)" for name in figures)
 
 
 def data_uri(png: Path) -> str:
@@ -298,6 +316,8 @@ def render_markdown(reports: list[MethodReport], quality_rows: list, root: Path)
             lines.append(f"![{r.name} {grid.stem}]({grid.relative_to(root / 'reports').as_posix()})")
         if r.losses:
             lines.append(f"\nLoss curves: `{r.losses.relative_to(root).as_posix()}` (`dvc plots show`).")
+        if r.progress:
+            lines.append(f"\nQuality while training: {progress_line(r.progress)}")
         lines.append("")
     lines += ["## Data quality", "", "| set | stage | read | kept | skipped | reasons |", "|---|---|---|---|---|---|"]
     lines += [f"| {s} | {st} | {read} | {kept} | {skipped} | {reasons} |"
@@ -358,6 +378,9 @@ def render_html(reports: list[MethodReport], quality_rows: list) -> str:
                        f"<figcaption class='note'>{e(grid.parent.name)}/{e(grid.name)}</figcaption></figure>")
         if r.losses:
             out.append(f"<h3>Loss curves</h3><div class='losses'>{loss_curves_svg(r.losses)}</div>")
+        if r.progress:
+            out.append(f"<h3>Quality while training</h3><p class='note'>{e(progress_line(r.progress))}</p>"
+                       f"<div class='losses'>{loss_curves_svg(r.progress, ('step', 'minutes'))}</div>")
         out.append("</section>")
     out += ["<section><h2>Data quality</h2><table id='data-quality'><thead><tr><th>set</th><th>stage</th>"
             "<th>read</th><th>kept</th><th>skipped</th><th>reasons</th></tr></thead><tbody>"]

@@ -141,7 +141,8 @@ class Method(nn.Module, ABC):
     def fingerprint(self) -> str:
         """What must match for a checkpoint to be resumed: the params that shape training (not the
         budget: raising max_steps or max_minutes continues it; not how it is logged or judged)."""
-        budget = ("max_steps", "max_minutes", "checkpoint_every", "sample_every", "log_every", "batch_size")
+        budget = ("max_steps", "max_minutes", "checkpoint_every", "sample_every", "log_every", "batch_size",
+                  "progress_every", "progress_samples", "progress_share")
         common = {k: v for k, v in asdict(self.common).items() if k not in budget}
         own = {k: v for k, v in asdict(self.params).items() if k not in budget}
         common["batch_size"] = self.batch_size   # the one in effect, wherever it was set
@@ -173,6 +174,13 @@ class Method(nn.Module, ABC):
 
     def after_step(self, step: int) -> None:
         """Hook for EMA updates and schedules."""
+
+    def progress_probe(self, root: Path, labels: torch.Tensor | None, n: int) -> Callable[[], dict[str, float]] | None:
+        """A cheap quality figure of the model in training, on a small fixed set (n samples or test faces)
+        chosen here once: the loop calls the returned function while training, within a small share of
+        the run's time, and logs what it returns (reports/train/<name>/progress.csv), so a user sees
+        whether more budget would still help. None: the method logs no figure."""
+        return None
 
     def setup(self, root: Path, device) -> None:
         """Attach the fixed pretrained networks the method uses but never trains or saves
@@ -264,6 +272,23 @@ class GANMethod(GeneratorMethod):
 
     def after_step(self, step):
         self.ema.update(unwrap(self.G), step)
+
+    def progress_probe(self, root, labels, n):
+        """FID of n samples of G_ema (conditions drawn from the training labels, fixed z) against the
+        cached CelebA test statistics: biased upwards at this n (compare it along the run, not with
+        the evaluation's FID at eval.n_samples)."""
+        from facegan.metrics.fid import fid_kid_of, load_reference, reference_path
+
+        reference = load_reference(reference_path(root, "celeba", "test", self.image_size))
+        generator = torch.Generator().manual_seed(self.common.seed)
+        conditions = labels.cpu()[torch.randint(len(labels), (n,), generator=generator)]
+        z = torch.randn(n, self.params.z_dim, generator=generator)
+
+        @torch.no_grad()
+        def fid() -> dict[str, float]:
+            fakes = torch.cat([self.generate(c, zc).float().cpu() for c, zc in zip(conditions.split(64), z.split(64))])
+            return {f"fid_{n}": fid_kid_of(fakes, reference, kid_subsets=10)["fid"]}
+        return fid
 
 
 class EMA:

@@ -205,6 +205,27 @@ class DomainTransferNetwork(TransformMethod):
         return {"loss_d": nan, "loss_gang": nan, "loss_const": nan,
                 "loss_tid": loss_tid.item(), "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
 
+    def progress_probe(self, root, labels, n):
+        """FID of G(s) for n fixed CelebA test faces against the real test targets (fid_stats): does g
+        draw the target domain? (f-constancy cannot say: g can win it with noise f reads.)"""
+        from facegan.data.manifest import read_manifest
+        from facegan.data.datasets import set_folder
+        from facegan.metrics.fid import fid_kid_of, load_reference, reference_path
+        from facegan.pretrained.features import load_features
+
+        reference = load_reference(reference_path(root, self.params.target, "test", self.image_size))
+        frame = read_manifest(set_folder(root, "celeba"))
+        test = frame.loc[frame["split"] == "test", "path"].to_numpy()
+        chosen = np.random.default_rng(self.common.seed).permutation(len(test))[:n]
+        f_s = torch.from_numpy(load_features(root, "celeba", test[chosen])["embedding"])
+
+        @torch.no_grad()
+        def fid() -> dict[str, float]:
+            fakes = torch.cat([self.g.eval()(chunk.to(self.device())).float().cpu() for chunk in f_s.split(64)])
+            self.g.train()
+            return {f"fid_{len(f_s)}": fid_kid_of(fakes, reference, kid_subsets=10)["fid"]}
+        return fid
+
     # ---------------------------------------------------------------- use
     def transform(self, crops) -> Transformed:
         """G(x) = g(f(x)); each note gives f-constancy cos(f(x), f(G(x)))."""

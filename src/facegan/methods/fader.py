@@ -39,6 +39,8 @@ four attributes jointly (the paper also trains one per attribute).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -258,6 +260,29 @@ class FaderNetwork(TransformMethod):
         out = y.clone().float()
         out[:, attribute] = 1 - out[:, attribute]
         return out
+
+    def progress_probe(self, root, labels, n):
+        """Swap accuracy on n fixed CelebA test faces (face i flips attribute i mod A), judged by the
+        attribute classifier: the paper's claim, measured as in evaluate."""
+        from facegan.data.datasets import celeba_attributes, to_tensor
+        from facegan.metrics import attributes
+
+        judge = attributes.load(Path(root) / "models" / "attr_classifier")
+        images, values, _ = celeba_attributes(root, self.attributes, "test")
+        chosen = np.random.default_rng(self.common.seed).permutation(len(images))[:n]
+        photos, y = to_tensor(images[chosen]), torch.from_numpy(values[chosen]).float()
+        flipped = torch.arange(len(chosen)) % len(self.attributes)
+        wanted = y.clone()
+        wanted[torch.arange(len(chosen)), flipped] = 1 - wanted[torch.arange(len(chosen)), flipped]
+        columns = torch.tensor([judge.column(name) for name in self.attributes])[flipped]
+
+        @torch.no_grad()
+        def swap_acc() -> dict[str, float]:
+            swaps = torch.cat([self.decode(self.encode(x), w).float().cpu()
+                               for x, w in zip(photos.split(64), wanted.split(64))])
+            seen = judge.predict(swaps)[np.arange(len(chosen)), columns.numpy()] >= 0.5
+            return {f"swap_acc_{len(chosen)}": float((seen == wanted[torch.arange(len(chosen)), flipped].numpy()).mean())}
+        return swap_acc
 
     def sample_grid(self, generator):
         """8 training photos (rows): photo, reconstruction, then each attribute swapped (columns)."""

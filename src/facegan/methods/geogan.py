@@ -45,6 +45,8 @@ no VGG-face perceptual term.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -199,6 +201,28 @@ class GeoGAN(TransformMethod):
         return {"loss_d": loss_d.item(), "loss_d_cls": loss_d_cls.item(), "loss_adv": loss_adv.item(),
                 "loss_cls": loss_cls.item(), "loss_rec": loss_rec.item(), "loss_lm": loss_lm.item(),
                 "loss_flow_tv": loss_flow_tv.item(), "loss_mask": loss_mask.item(), "loss_g": loss_g.item()}
+
+    def progress_probe(self, root, labels, n):
+        """Transfer success on n fixed test pairs (a without the attribute, a reference b with it): how
+        often the attribute classifier sees the attribute on G(a, b_y), as evaluate measures it."""
+        from facegan.data.datasets import celeba_attributes, to_tensor
+        from facegan.metrics import attributes
+
+        judge = attributes.load(Path(root) / "models" / "attr_classifier")
+        images, values, _ = celeba_attributes(root, [self.attribute], "test")
+        rng = np.random.default_rng(self.common.seed)
+        present = values[:, 0] == 1
+        a_rows = rng.permutation(np.flatnonzero(~present))[:n]
+        b_rows = rng.choice(np.flatnonzero(present), size=len(a_rows))
+        a, b, column = to_tensor(images[a_rows]), to_tensor(images[b_rows]), judge.column(self.attribute)
+
+        def transfer_success() -> dict[str, float]:
+            device = self.device()
+            outputs = torch.cat([self.transfer(x.to(device), y.to(device))["output"].cpu()
+                                 for x, y in zip(a.split(64), b.split(64))])
+            self.G.train()
+            return {f"transfer_success_{len(a_rows)}": float((judge.predict(outputs)[:, column] >= 0.5).mean())}
+        return transfer_success
 
     # ---------------------------------------------------------------- use
     @torch.no_grad()

@@ -288,6 +288,35 @@ class TPGAN(TransformMethod):
                 "loss_sym": loss_sym.item(), "loss_adv": loss_adv.item(), "loss_ip": loss_ip.item(),
                 "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
 
+    def progress_probe(self, root, labels, n):
+        """Rank-1 identification (FaceNet, cosine) of up to n frontalized test inputs at |yaw| >= 60
+        among the test people's true frontals under the same flash (cached features): the paper's claim
+        at the yaws where it matters, on people training never saw."""
+        from facegan.data.datasets import to_tensor
+        from facegan.data.multipie import load_pairs
+        from facegan.metrics.frontalization import rank1
+        from facegan.pretrained.features import load_features, multipie_frontal_name
+
+        test = load_pairs(root, "test", self.size)
+        rows = test["rows"]
+        large = np.flatnonzero(rows["yaw"].abs().to_numpy() >= 60)
+        chosen = np.random.default_rng(self.common.seed).permutation(large)[:n]
+        frontal = rows.drop_duplicates("frontal_path")
+        gallery = load_features(root, multipie_frontal_name(self.size), frontal["frontal_path"])["embedding"]
+        probes = to_tensor(test["inputs"][chosen])
+        centres = torch.from_numpy(test["labels"][chosen, :8].reshape(-1, 4, 2))
+        flash, ids = rows["flash"].to_numpy()[chosen], rows["identity"].to_numpy()[chosen]
+
+        @torch.no_grad()
+        def rank1_large_yaw() -> dict[str, float]:
+            outputs = self.frontalize(probes, centres)
+            self.G.train()
+            embeddings = torch.cat([self.f(x.to(self.device())).float().cpu() for x in outputs.split(64)]).numpy()
+            hits = [rank1(embeddings[flash == f], ids[flash == f], gallery[frontal["flash"].to_numpy() == f],
+                          frontal.loc[frontal["flash"] == f, "identity"], "cosine") for f in np.unique(flash)]
+            return {f"rank1_yaw60plus_{len(chosen)}": float(np.concatenate(hits).mean())}
+        return rank1_large_yaw
+
     # ---------------------------------------------------------------- use
     def transform(self, crops, yaw=None, centres: torch.Tensor | None = None) -> Transformed:
         """Crops in the Multi-PIE frame -> frontal faces. The local pathways' patches are placed at

@@ -7,7 +7,10 @@ an uninterrupted run; a checkpoint every `checkpoint_every` steps and when the
 wall-clock budget `max_minutes` runs out; a loss CSV row every `log_every`
 steps and a sample grid every `sample_every` (both DVC plots); MLflow metrics;
 DistributedDataParallel when started by torchrun (gloo on CPU, nccl on GPU),
-where rank 0 alone writes.
+where rank 0 alone writes. While it trains, rank 0 logs the method's cheap quality
+figure (Method.progress_probe) to reports/train/<method>/progress.csv: tried every
+`progress_every` steps, run only while the checks cost at most `progress_share` of
+the run's time, and always at the end of the run.
 """
 from __future__ import annotations
 
@@ -90,6 +93,10 @@ class Trainer:
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
+        n = self.common.progress_samples
+        self.probe = (self.method.progress_probe(Path(root), batches.labels, n)
+                      if root is not None and n > 0 and context.writer else None)
+        self.progress_seconds = 0.0
         self.step = 0
         state = self._load_checkpoint()
         wrap = distributed_wrapper(context.device) if context.distributed else None
@@ -133,34 +140,38 @@ class Trainer:
         (self.out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     # ---------------------------------------------------------------- logging
-    def _log_losses(self, losses: dict, speed: float) -> None:
-        if not self.ctx.writer:
-            return
-        path = self.report_dir / "losses.csv"
+    def _append_row(self, name: str, row: dict) -> None:
+        """One row of reports/train/<method>/<name> (the header with the first)."""
+        path = self.report_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}, "img_per_s": round(speed, 2)}
         new = not path.exists()
         with open(path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(row))
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _log_losses(self, losses: dict, speed: float) -> None:
+        if not self.ctx.writer:
+            return
+        row = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}, "img_per_s": round(speed, 2)}
+        self._append_row("losses.csv", row)
         if self.run:
             self.run.log_metrics(row, step=self.step)
 
-    def _trim_losses(self) -> None:
-        """On resume, drop rows logged after the checkpoint (they will be logged again)."""
-        path = self.report_dir / "losses.csv"
-        if not self.ctx.writer or not path.exists():
-            return
-        with open(path) as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows:
-            return
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+    def _trim_logs(self) -> None:
+        """On resume, drop loss and progress rows logged after the checkpoint (they will be logged again)."""
+        for path in (self.report_dir / "losses.csv", self.report_dir / "progress.csv"):
+            if not self.ctx.writer or not path.exists():
+                continue
+            with open(path) as fh:
+                rows = list(csv.DictReader(fh))
+            if not rows:
+                continue
+            with open(path, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["step"]) <= self.step)
 
     def _trim_samples(self) -> None:
         """On (re)start, drop sample grids of steps after the checkpoint: a fresh start must not leave an
@@ -181,6 +192,27 @@ class Trainer:
         save_image(grid.add(1).div(2).clamp(0, 1), folder / f"step_{self.step:06d}.png",
                    nrow=self.method.grid_columns)
 
+    def log_progress(self, elapsed: float, final: bool = False) -> None:
+        """The quality figure now, if the checks so far and this one (estimated by the last) stay within
+        progress_share of the `elapsed` seconds; at the end of the run (`final`) always: the figure a
+        user reads is the trained model's, so the checks cost at most the share plus one check."""
+        if self.probe is None:
+            return
+        last = getattr(self, "_last_progress_cost", 0.0)
+        if self.progress_seconds + last > self.common.progress_share * elapsed and not final:
+            return
+        modes = {module: module.training for module in self.method.modules()}
+        start = time.monotonic()
+        values = self.probe()
+        self._last_progress_cost = time.monotonic() - start
+        self.progress_seconds += self._last_progress_cost
+        for module, mode in modes.items():   # a probe may leave networks in eval mode
+            module.train(mode)
+        self._append_row("progress.csv", {"step": self.step, "minutes": round(elapsed / 60, 2),
+                                          **{k: round(v, 5) for k, v in values.items()}})
+        if self.run:
+            self.run.log_metrics({f"progress_{k}": v for k, v in values.items()}, step=self.step)
+
     # ---------------------------------------------------------------- the loop
     def _should_stop(self, started: float) -> bool:
         stop = torch.tensor(float(time.monotonic() - started > self.method.max_minutes * 60))
@@ -200,7 +232,7 @@ class Trainer:
 
     def fit(self) -> dict:
         common = self.common
-        self._trim_losses()
+        self._trim_logs()
         self._trim_samples()
         started = time.monotonic()
         window_start, window_images = time.monotonic(), 0
@@ -223,11 +255,15 @@ class Trainer:
                 self.save_checkpoint()
             if self.step % common.sample_every == 0:
                 self.save_samples()
+            if self.step % common.progress_every == 0:
+                self.log_progress(time.monotonic() - started)
         progress.close()
         self.save_checkpoint()
         self.save_samples()
+        self.log_progress(time.monotonic() - started, final=True)
         minutes = (time.monotonic() - started) / 60
         summary = {"steps": self.step, "stopped_by": stopped_by, "minutes_this_run": round(minutes, 2),
+                   "progress_checks_minutes": round(self.progress_seconds / 60, 2),
                    "bf16": self.autocast, "channels_last": self.channels_last, "processes": self.ctx.world_size}
         self.export(summary)
         return summary
