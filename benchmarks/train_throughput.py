@@ -42,7 +42,8 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
 
 
 def variant(params, bf16: bool, channels_last: bool):
-    common = dataclasses.replace(params.train.common, bf16=bf16, channels_last=channels_last)
+    """The params with these speed settings, and no progress checks (they would need the pipeline's data)."""
+    common = dataclasses.replace(params.train.common, bf16=bf16, channels_last=channels_last, progress_samples=0)
     return dataclasses.replace(params, train=dataclasses.replace(params.train, common=common))
 
 
