@@ -96,7 +96,7 @@ class Trainer:
         n = self.common.progress_samples
         self.probe = (self.method.progress_probe(Path(root), batches.labels, n)
                       if root is not None and n > 0 and context.writer else None)
-        self.progress_seconds = 0.0
+        self.progress_seconds, self.last_progress_seconds = 0.0, 0.0   # all checks so far; the last one
         self.step = 0
         state = self._load_checkpoint()
         wrap = distributed_wrapper(context.device) if context.distributed else None
@@ -198,14 +198,13 @@ class Trainer:
         user reads is the trained model's, so the checks cost at most the share plus one check."""
         if self.probe is None:
             return
-        last = getattr(self, "_last_progress_cost", 0.0)
-        if self.progress_seconds + last > self.common.progress_share * elapsed and not final:
+        if self.progress_seconds + self.last_progress_seconds > self.common.progress_share * elapsed and not final:
             return
         modes = {module: module.training for module in self.method.modules()}
         start = time.monotonic()
         values = self.probe()
-        self._last_progress_cost = time.monotonic() - start
-        self.progress_seconds += self._last_progress_cost
+        self.last_progress_seconds = time.monotonic() - start
+        self.progress_seconds += self.last_progress_seconds
         for module, mode in modes.items():   # a probe may leave networks in eval mode
             module.train(mode)
         self._append_row("progress.csv", {"step": self.step, "minutes": round(elapsed / 60, 2),
