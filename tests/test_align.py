@@ -112,3 +112,23 @@ def test_face_alignment_backend_plumbing(tmp_path, monkeypatch, london_photo):
     assert found is not None and found.landmarks.shape == (68, 2) and np.isfinite(found.landmarks).all()
     crop, aligned, _ = align_face(image, found.landmarks, 64, 0.28, 0.38)
     assert crop.shape == (64, 64, 3)
+
+
+def test_box_sample_places_the_rest_in_the_median_box(tmp_path, mirror):
+    """With box_sample, HOG runs on the sample only; the other faces get landmarks in its median box,
+    close to where HOG's own box puts them for a pre-aligned release."""
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 9)]
+    for name in names:
+        (raw / "images" / name).write_bytes((mirror / "celeba" / "img_align_celeba" / name).read_bytes())
+    pd.DataFrame([{"path": f"images/{n}", "identity": n, "split": "train"} for n in names]).to_csv(
+        raw / "manifest.csv", index=False)
+    params = AlignParams(workers=1)
+    full = align_set("c", raw, tmp_path / "full", params, AlignSetParams(detectors=["hog", "median_box"]), "cpu")
+    sampled = align_set("c", raw, tmp_path / "boxed", params,
+                        AlignSetParams(detectors=["hog", "median_box"], box_sample=3), "cpu")
+    assert sampled.kept == full.kept == 8
+    assert full.notes.get("found_by_median_box", 0) < sampled.notes["found_by_median_box"] >= 5
+    a, b = (np.load(tmp_path / d / "landmarks.npz")["aligned"] for d in ("full", "boxed"))
+    assert np.median(np.linalg.norm(a - b, axis=2)) < 1.5   # pixels in the 64-px crop

@@ -9,6 +9,8 @@ aligned face crop, and all of its parts go into the manifest.
 from __future__ import annotations
 
 import io
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -69,18 +71,31 @@ def render(attributes: dict, size: int) -> Image.Image:
     return image.crop(box).resize((size, size), Image.Resampling.LANCZOS)
 
 
+def _render_pair(item: tuple[dict, int]) -> np.ndarray:
+    return np.asarray(render(*item))
+
+
 def run_render_avatars(params: RenderAvatarsParams, out_dir, seed_offset: int = 0) -> SetQuality:
+    """Parts are drawn in one seeded sequence, then rendered over `params.workers` processes
+    (the same avatars for any number of workers)."""
     quality = SetQuality("avatars")
     rng = np.random.default_rng(params.seed + seed_offset)
+    drawn = [sample_attributes(rng) for _ in range(params.n)]
+    items = [(attributes, params.size) for attributes in drawn]
+    if params.workers > 1 and len(items) > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(params.workers, mp_context=context) as pool:
+            rendered = list(tqdm(pool.map(_render_pair, items, chunksize=32), total=len(items),
+                                 desc="render avatars", unit="img", mininterval=2))
+    else:
+        rendered = [_render_pair(item) for item in tqdm(items, desc="render avatars", unit="img", mininterval=2)]
     records, images = [], []
-    for index in tqdm(range(params.n), desc="render avatars", unit="img", mininterval=2):
+    for index, (attributes, image) in enumerate(zip(drawn, rendered)):
         quality.read += 1
-        attributes = sample_attributes(rng)
-        image = render(attributes, params.size)
-        if np.asarray(image).std() < 1.0:  # the failure cairosvg showed: a blank canvas
+        if image.std() < 1.0:  # the failure cairosvg showed: a blank canvas
             quality.skip(f"avatar {index}", "blank_render")
             continue
-        images.append(np.asarray(image))
+        images.append(image)
         quality.kept += 1
         records.append({"path": f"avatar_{index:05d}", "identity": f"avatar_{index:05d}",
                         **{k: v.name.lower() for k, v in attributes.items()},

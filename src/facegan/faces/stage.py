@@ -122,9 +122,14 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
     shutil.rmtree(out_dir, ignore_errors=True)
     detectors = tuple(d for d in settings.detectors if d in REAL_DETECTORS)
     tasks = [AlignTask(i, str(raw_dir / row.path), settings.mode, detectors) for i, row in enumerate(frame.itertuples())]
-    results = {r["index"]: r for r in run_tasks(tasks, params, device, f"align {name}")}
+    detected = tasks
+    if "median_box" in settings.detectors and 0 < settings.box_sample < len(tasks):
+        sample = np.random.default_rng(0).choice(len(tasks), settings.box_sample, replace=False)
+        detected = [tasks[i] for i in sorted(sample)]
+    results = {r["index"]: r for r in run_tasks(detected, params, device, f"align {name}")}
+    undetected = [t for t in tasks if t.index not in results]
 
-    missed = [t for t in tasks if results[t.index]["status"] == "no_face_found"]
+    missed = [t for t in detected if results[t.index]["status"] == "no_face_found"] + undetected
     if missed and "median_box" in settings.detectors:
         # The box is in the shape predictor's convention (landmark extent), so derive it from landmarks.
         fraction = median_box_fraction(list(results.values()))
@@ -132,6 +137,11 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
             pad = _landmark_to_detector_box(fraction)
             retry = [AlignTask(t.index, t.source, t.mode, (), pad) for t in missed]
             results.update({r["index"]: r for r in run_tasks(retry, params, device, f"align {name} (median box)")})
+    if any(t.index not in results for t in undetected):   # the sample found no face to place a box: detect all
+        log.warning("align %s: no face found in the box sample of %d; running the detectors on every image",
+                    name, len(detected))
+        results.update({r["index"]: r for r in run_tasks(undetected, params, device, f"align {name}")})
+        detected = tasks
 
     keep, aligned, source = [], [], []
     for task in tasks:
@@ -148,8 +158,8 @@ def align_set(name: str, raw_dir: Path, out_dir: Path, params: AlignParams, sett
         keep.append(task.index)
         aligned.append(result["aligned"])
         source.append(result["source"])
-    found = sum(results[t.index]["detector"] in REAL_DETECTORS for t in tasks)
-    quality.rates["face_found_rate"] = found / max(1, len(tasks))
+    found = sum(results[t.index]["detector"] in REAL_DETECTORS for t in detected)
+    quality.rates["face_found_rate"] = found / max(1, len(detected))   # over the images the detectors ran on
     quality.rates["landmarks_rate"] = sum(results[t.index]["detector"] != "none" for t in tasks) / max(1, len(tasks))
 
     kept = frame.iloc[keep].copy()

@@ -2,7 +2,7 @@
 whether generated or edited faces show the attributes they were asked for.
 
 Architecture: four stride-2 conv blocks (conv 3x3 - BN - ReLU, twice) from
-32 to 256 channels, global average pooling, one logit per attribute; trained
+`width` to 8 x `width` channels, global average pooling, one logit per attribute; trained
 with binary cross-entropy and horizontal flips. The checkpoint with the best
 mean balanced accuracy on the validation split is kept.
 """
