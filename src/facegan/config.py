@@ -345,10 +345,12 @@ class GeoGANParams(MethodParams):
     lr: float = bounded(2e-4, 1e-7, 1.0)
     beta1: float = bounded(0.5, 0.0, 0.999)
     lambda_cls: float = bounded(0.2, 0.0)      # domain classification (the authors' example: 0.2)
-    lambda_rec: float = bounded(10.0, 0.0)     # cycle reconstruction, L1
-    lambda_flow: float = bounded(1.0, 0.0)     # landmark loss + flow TV (their lambda_flow_reg: 1)
-    lambda_flow_tv: float = bounded(0.1, 0.0)  # TV of the flow inside L_flow (their lambda_tv: 0.1)
-    lambda_mask: float = bounded(0.1, 0.0)     # mask sparsity (their lambda_mask: 0.1)
+    lambda_rec: float = bounded(5.0, 0.0)      # cycle reconstruction, L1 (their lambda_gan_feat: 5)
+    lambda_lm: float = bounded(2560.0, 0.0)    # landmark MSE in grid units (theirs: 10 x 256 x MSE)
+    lambda_flow_tv: float = bounded(1.0, 0.0)  # TV of the flow in pixels (their lambda_flow_reg: 1)
+    lambda_mask: float = bounded(0.1, 0.0)     # mask sparsity, mean(m) (their lambda_mask: 0.1)
+    refine_weight: float = bounded(0.1, 0.0, 1.0)   # refinement residual scale, times the mask (their res_weight)
+    refine_start: int = bounded(400, 0)        # steps before the refinement is switched on (theirs: epoch 10 of 100)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ Attribute transfer module G(a, b_y):
   Transformer Networks, Jaderberg et al. 2015);
 - mask network: m = sigmoid(M(a, warp(b))) in [0, 1];
   blend: a* = m * warp(b) + (1 - m) * a;
-- refinement (hallucination) sub-network: a_y = clamp(a* + R(a*, a)), an
-  appearance residual for skin tone and lighting.
+- refinement (hallucination) sub-network: a_y = clamp(a* + w m 2 tanh(R(a*, a))),
+  an appearance residual for skin tone and lighting, inside the mask (w below).
 Attribute removal module F(b_y) = b_ybar: an encoder-decoder with a residual
 output that removes the attribute.
 
@@ -25,22 +25,38 @@ Objectives (G and F together; D apart):
   a_y, F wants it absent from b_ybar (weight lambda_cls);
 - L_rec, the cycle: F(a_y) ~ a (removing the transferred attribute gives a
   back) and G(b_ybar, a_y) ~ b_y (transferring it back restores b), L1;
-- L_flow = L_lm + lambda_tv TV(f): the landmark loss moves b's 68 landmarks
-  by the flow onto a's: mean_k |l_a,k + f(l_a,k) - l_b,k|^2 (f sampled at a's
-  landmarks, since warp(b)(l_a) = b(l_a + f(l_a)) must show b's landmark k);
-  TV keeps the flow smooth;
+- L_lm: the landmark loss moves b's 68 landmarks by the flow onto a's:
+  MSE over k and x, y of l_a,k + f(l_a,k) - l_b,k in grid units (f sampled at
+  a's landmarks, since warp(b)(l_a) = b(l_a + f(l_a)) must show b's landmark k);
+  L_tv = TV of the flow in pixels keeps it smooth;
 - L_mask = mean(m): sparsity, only the attribute's region is pasted.
-L_G = L_adv + lambda_cls L_cls + lambda_rec L_rec + lambda_flow L_flow + lambda_mask L_mask.
-Weights after the authors' released options: lambda_cls 0.2, lambda_flow 1,
-flow TV 0.1, lambda_mask 0.1; lambda_rec 10 (their feature-matching weight;
-we use pixel L1, their code adds VGG-face features we do not have).
+L_G = L_adv + lambda_cls L_cls + lambda_rec L_rec + lambda_lm L_lm + lambda_flow_tv L_tv + lambda_mask L_mask.
 
-Initialisation (ours): the flow and refinement outputs start at zero (identity
-warp, no residual) and the mask at sigmoid(-2).
+Weights: the authors' released training script and code (wdyin/GeoGAN
+`scripts/train.sh`, `networks.py`, `faceAnaModel.py`), each beside ours:
+lambda_cls 0.2 (theirs 0.2); lambda_rec 5 (their lambda_gan_feat 5, L1 on
+pixels; they add VGG-face features we do not have); lambda_lm 2560 (their
+LandmarkRegLoss 256 x MSE in grid units, weighted 10); lambda_flow_tv 1 on the
+flow in pixels (their lambda_flow_reg 1 on flow x img_size); lambda_mask 0.1
+(theirs 0.1). Until issue 20 we weighted the landmark term 1 (about 1000 x
+weaker than theirs): warp(b) stayed grotesque and the mask closed.
+
+Initialisation and schedule (theirs): the mask starts near 0.5 (zero output
+layer, sigmoid(0)); the refinement residual is scaled by the mask and
+refine_weight 0.1 and switched on late (theirs after 10 of 100 epochs; ours
+after `refine_start` steps), so early training must move the attribute by the
+warp and the mask, not paint it. The flow starts at zero (identity warp; theirs:
+random init divided by 10) and is bounded by max_flow tanh (ours).
+
+Normalisation: instance norm in every network, as theirs. D scores a, b, a_y
+and F(b) as separate batches of one class each; with batch norm the per-batch
+statistics erased the very difference its attribute head must learn
+(loss_d_cls stayed at ln 2 for a whole run).
 
 Departures: 64 x 64 aligned crops (the paper: 128-256); plain conv
 encoder-decoders with skips instead of their residual generators; one D
 (patch LSGAN head and a pooled attribute head) instead of a multi-scale one;
+D's own classification weighted 1 (StarGAN's convention; theirs lambda_cls);
 no VGG-face perceptual term.
 """
 from __future__ import annotations
@@ -61,9 +77,10 @@ LANDMARKS = 68
 
 
 def landmark_loss(flow: torch.Tensor, landmarks_a: torch.Tensor, landmarks_b: torch.Tensor) -> torch.Tensor:
-    """mean_k |l_a,k + f(l_a,k) - l_b,k|^2 in normalised units (both (N, 68, 2) in normalised coordinates)."""
+    """MSE over k and (x, y) of l_a,k + f(l_a,k) - l_b,k, in grid units (both (N, 68, 2) in [-1, 1]):
+    the authors' LandmarkRegLoss before its factor 256."""
     moved = landmarks_a + flow_at(flow, landmarks_a)
-    return (moved - landmarks_b.float()).pow(2).sum(-1).mean()
+    return (moved - landmarks_b.float()).pow(2).mean()
 
 
 class AttributeTransfer(nn.Module):
@@ -71,36 +88,36 @@ class AttributeTransfer(nn.Module):
 
     def __init__(self, width: int, depth: int, max_flow: float):
         super().__init__()
-        self.flow_net = EncoderDecoder(6, 2, width, depth)
-        self.mask_net = EncoderDecoder(6, 1, width, depth)
-        self.refine = EncoderDecoder(6, 3, width, depth)
+        self.flow_net = EncoderDecoder(6, 2, width, depth, norm="instance")
+        self.mask_net = EncoderDecoder(6, 1, width, depth, norm="instance")
+        self.refine = EncoderDecoder(6, 3, width, depth, norm="instance")
         self.max_flow = max_flow
-        # start from the identity warp, a mostly closed mask (m = sigmoid(-2) = 0.12) and no residual:
-        # a random flow at initialisation moved b's landmarks further from a's than no flow at all
-        for net in (self.flow_net, self.refine):
+        # the refinement's scale: 0 until the schedule switches it on (saved with the weights)
+        self.register_buffer("refine_weight", torch.zeros(()))
+        # identity warp, the mask at sigmoid(0) = 0.5 (theirs), no residual yet
+        for net in (self.flow_net, self.mask_net, self.refine):
             nn.init.zeros_(net.out.weight)
             nn.init.zeros_(net.out.bias)
-        nn.init.zeros_(self.mask_net.out.weight)
-        nn.init.constant_(self.mask_net.out.bias, -2.0)
 
     def forward(self, a, b) -> dict[str, torch.Tensor]:
         flow = self.max_flow * torch.tanh(self.flow_net(torch.cat([a, b], 1)))
         warped = warp(b, flow)
         mask = torch.sigmoid(self.mask_net(torch.cat([a, warped.to(a.dtype)], 1)))
         blended = mask * warped + (1 - mask) * a
-        output = (blended + torch.tanh(self.refine(torch.cat([blended.to(a.dtype), a], 1)))).clamp(-1, 1)
+        residual = 2 * torch.tanh(self.refine(torch.cat([blended.to(a.dtype), a], 1)))
+        output = (blended + self.refine_weight * mask * residual).clamp(-1, 1)
         return {"output": output, "flow": flow, "warped": warped, "mask": mask, "blended": blended}
 
 
 class AttributeRemoval(nn.Module):
-    """F(b_y) = clamp(b_y + residual): b without the attribute."""
+    """F(b_y) = clamp(b_y + 2 tanh(R(b_y))): b without the attribute (theirs: the same residual form)."""
 
     def __init__(self, width: int, depth: int):
         super().__init__()
-        self.net = EncoderDecoder(3, 3, width, depth)
+        self.net = EncoderDecoder(3, 3, width, depth, norm="instance")
 
     def forward(self, b):
-        return (b + torch.tanh(self.net(b))).clamp(-1, 1)
+        return (b + 2 * torch.tanh(self.net(b))).clamp(-1, 1)
 
 
 class Discriminator(nn.Module):
@@ -108,7 +125,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, width: int, size: int):
         super().__init__()
-        layers, channels = strided_layers(width, int(round(np.log2(size / 8))), norm_first=False)
+        layers, channels = strided_layers(width, int(round(np.log2(size / 8))), norm_first=False, norm="instance")
         self.trunk = nn.Sequential(*layers)
         self.adv = nn.Conv2d(channels, 1, 3, 1, 1)
         self.cls = nn.Conv2d(channels, 1, 3, 1, 1)
@@ -163,6 +180,7 @@ class GeoGAN(TransformMethod):
 
     def train_step(self, batch, step, generator):
         p, opt = self.params, self.optimizers
+        unwrap(self.G).refine_weight.fill_(p.refine_weight if step >= p.refine_start else 0.0)
         a, b = batch["image"], batch["ref_image"]
         land_a, land_b = self.landmarks(batch["attributes"]), self.landmarks(batch["ref_attributes"])
 
@@ -191,10 +209,10 @@ class GeoGAN(TransformMethod):
         back = self.G(b_ybar, a_y)["output"]               # the attribute moved back onto b's geometry
         loss_rec = F.l1_loss(self.F(a_y).float(), a.float()) + F.l1_loss(back.float(), b.float())
         loss_lm = landmark_loss(transfer["flow"], land_a, land_b)
-        loss_flow_tv = total_variation(transfer["flow"])
+        loss_flow_tv = total_variation(transfer["flow"] * (self.size / 2))   # in pixels
         loss_mask = transfer["mask"].float().mean()
-        loss_g = (loss_adv + p.lambda_cls * loss_cls + p.lambda_rec * loss_rec
-                  + p.lambda_flow * (loss_lm + p.lambda_flow_tv * loss_flow_tv) + p.lambda_mask * loss_mask)
+        loss_g = (loss_adv + p.lambda_cls * loss_cls + p.lambda_rec * loss_rec + p.lambda_lm * loss_lm
+                  + p.lambda_flow_tv * loss_flow_tv + p.lambda_mask * loss_mask)
         opt["GF"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["GF"].step()

@@ -63,14 +63,18 @@ def total_variation(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt().mean()
 
 
-def strided_layers(width: int, blocks: int, norm_first: bool = True) -> tuple[list[nn.Module], int]:
-    """Discriminator blocks conv 4x4 stride 2 (+ BatchNorm) + LeakyReLU 0.2, channels w, 2w, 4w, ...
-    (DCGAN's D). Returns the layers and the last block's channels."""
+NORMS = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}
+
+
+def strided_layers(width: int, blocks: int, norm_first: bool = True, norm: str = "batch"
+                   ) -> tuple[list[nn.Module], int]:
+    """Discriminator blocks conv 4x4 stride 2 (+ BatchNorm, or InstanceNorm with `norm="instance"`)
+    + LeakyReLU 0.2, channels w, 2w, 4w, ... (DCGAN's D). Returns the layers and the last block's channels."""
     layers, cin = [], 3
     for i in range(blocks):
         cout = width * 2 ** i
-        norm = [nn.BatchNorm2d(cout)] if (i > 0 or norm_first) else []
-        layers += [nn.Conv2d(cin, cout, 4, 2, 1), *norm, nn.LeakyReLU(0.2)]
+        norm_layer = [NORMS[norm](cout)] if (i > 0 or norm_first) else []
+        layers += [nn.Conv2d(cin, cout, 4, 2, 1), *norm_layer, nn.LeakyReLU(0.2)]
         cin = cout
     return layers, cin
 
@@ -107,16 +111,16 @@ class Generator(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """A U-Net: `depth` stride-2 conv blocks (BatchNorm, LeakyReLU 0.2) from w to w 2^depth
-    channels, back up by nearest x2 + conv (BatchNorm, ReLU) with the encoder's map of the same
+    """A U-Net: `depth` stride-2 conv blocks (BatchNorm or `norm="instance"`, LeakyReLU 0.2) from w to
+    w 2^depth channels, back up by nearest x2 + conv (same norm, ReLU) with the encoder's map of the same
     scale concatenated, then a 3 x 3 conv to `cout` channels (no activation)."""
 
-    def __init__(self, cin: int, cout: int, width: int, depth: int):
+    def __init__(self, cin: int, cout: int, width: int, depth: int, norm: str = "batch"):
         super().__init__()
         channels = [width * 2 ** i for i in range(depth + 1)]
 
         def block(i, o, stride=1, act=None):
-            return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), act or nn.LeakyReLU(0.2))
+            return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), NORMS[norm](o), act or nn.LeakyReLU(0.2))
 
         self.encoder = nn.ModuleList([block(cin, channels[0])] +
                                      [block(channels[i], channels[i + 1], 2) for i in range(depth)])
