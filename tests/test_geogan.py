@@ -152,3 +152,11 @@ def test_landmark_term_moves_the_flow_and_the_mask_stays_open():
     moved = flow_at(parts["flow"], landmarks).mean((0, 1)) * 32       # grid units -> pixels at 64 px
     assert torch.allclose(moved, torch.tensor([3.0, 2.0]), atol=1.0)
     assert parts["mask"].mean() > 0.2
+
+
+def test_instance_norm_is_instance_norm():
+    """nets.NORMS["instance"] (GroupNorm, one channel per group, for speed) computes InstanceNorm2d(affine=True)."""
+    from facegan.methods.nets import NORMS
+
+    x = torch.randn(4, 8, 16, 16)
+    assert torch.allclose(NORMS["instance"](8)(x), torch.nn.InstanceNorm2d(8, affine=True)(x), atol=1e-5)
