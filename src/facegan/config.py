@@ -342,15 +342,20 @@ class GeoGANParams(MethodParams):
     width: int = bounded(16, 2, 1024)          # every encoder-decoder: w at 64 x 64, doubled per halving
     d_width: int = bounded(32, 2, 1024)
     max_flow: float = bounded(0.5, 0.01, 2.0)  # |flow| bound, in grid units (1 = half the image side)
-    lr: float = bounded(2e-4, 1e-7, 1.0)
+    lr: float = bounded(1e-3, 1e-7, 1.0)       # theirs 2e-4 (see geogan.py: too slow for a few dozen steps)
     beta1: float = bounded(0.5, 0.0, 0.999)
-    lambda_cls: float = bounded(0.2, 0.0)      # domain classification (the authors' example: 0.2)
+    lambda_cls: float = bounded(3.0, 0.0)      # domain classification (the authors' example: 0.2)
     lambda_rec: float = bounded(5.0, 0.0)      # cycle reconstruction, L1 (their lambda_gan_feat: 5)
     lambda_lm: float = bounded(2560.0, 0.0)    # landmark MSE in grid units (theirs: 10 x 256 x MSE)
-    lambda_flow_tv: float = bounded(1.0, 0.0)  # TV of the flow in pixels (their lambda_flow_reg: 1)
-    lambda_mask: float = bounded(0.1, 0.0)     # mask sparsity, mean(m) (their lambda_mask: 0.1)
+    lambda_flow_tv: float = bounded(0.0, 0.0)  # TV of the flow in pixels (their lambda_flow_reg: 1, dense flow)
+    lambda_mask: float = bounded(2.0, 0.0)     # mask sparsity, mean(m) (their lambda_mask: 0.1)
     refine_weight: float = bounded(0.1, 0.0, 1.0)   # refinement residual scale, times the mask (their res_weight)
-    refine_start: int = bounded(400, 0)        # steps before the refinement is switched on (theirs: epoch 10 of 100)
+    refine_start: int = bounded(10, 0)         # game steps (after the warm-up) before the refinement is switched
+                                               # on (theirs: epoch 10 of 100)
+    flow: Literal["landmarks", "dense"] = "landmarks"   # flow sub-network: a spline through estimated landmarks
+                                               # (ours) or an image-to-flow encoder-decoder (the paper)
+    lambda_points: float = bounded(2560.0, 0.0)  # the landmark estimator's own MSE (flow "landmarks"; ours)
+    warmup: int = bounded(150, 0)              # first steps: D's attribute head and the landmark estimator only
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 On the aligned CelebA test split, every face a without the attribute is paired
 with a seeded random test face b that has it; a_y = G(a, b).
 - transfer success: the attribute judge (stage attr_classifier) sees the
-  attribute in a_y; beside the rates it sees on a and on b;
+  attribute in a_y; beside the rates it sees on a and on b, and its mean
+  probability before (a) -> after (a_y); per pair in judge_probabilities.csv;
 - identity: dlib verification of a_y against another photo of a's person,
   beside the untransformed ceiling (the shared protocol);
 - landmark alignment of the warped reference: mean pixel distance of b's 68
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from facegan.data.datasets import load_images, set_folder, to_tensor, to_uint8
@@ -125,10 +127,17 @@ def evaluate_transfer(transfer, attribute: str, context) -> dict:
 
     judge = context.attribute_judge()
     column = judge.column(attribute)
-    seen = {name: judge.predict(x)[:, column] >= 0.5 for name, x in (("output", outputs), ("a", a), ("b", b))}
+    probability = {name: judge.predict(x)[:, column] for name, x in (("output", outputs), ("a", a), ("b", b))}
+    seen = {name: p >= 0.5 for name, p in probability.items()}
     result = {"attribute": attribute, "pairs": int(len(a_rows)),
               "transfer_success": float(seen["output"].mean()), "judge_sees_attribute_on_a": float(seen["a"].mean()),
-              "judge_sees_attribute_on_b": float(seen["b"].mean())}
+              "judge_sees_attribute_on_b": float(seen["b"].mean()),
+              "judge_probability_a": float(probability["a"].mean()),
+              "judge_probability_output": float(probability["output"].mean())}
+    paths = frame["path"].to_numpy()
+    pd.DataFrame({"a": paths[a_rows], "b": paths[partner], "probability_a": probability["a"].round(4),
+                  "probability_output": probability["output"].round(4), "probability_b": probability["b"].round(4)}
+                 ).to_csv(context.report_dir / "judge_probabilities.csv", index=False)
 
     check = context.identity_check(frame["path"].to_numpy()[a_rows], own.identity_faces)
     result["identity_faces"] = check.faces
