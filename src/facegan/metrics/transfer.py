@@ -135,6 +135,7 @@ def evaluate_transfer(transfer, attribute: str, context) -> dict:
               "judge_probability_a": float(probability["a"].mean()),
               "judge_probability_output": float(probability["output"].mean())}
     paths = frame["path"].to_numpy()
+    context.report_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"a": paths[a_rows], "b": paths[partner], "probability_a": probability["a"].round(4),
                   "probability_output": probability["output"].round(4), "probability_b": probability["b"].round(4)}
                  ).to_csv(context.report_dir / "judge_probabilities.csv", index=False)
