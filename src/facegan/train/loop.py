@@ -141,9 +141,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- logging
     def _append_row(self, name: str, row: dict) -> None:
-        """One row of reports/train/<method>/<name> (the header with the first)."""
+        """One row of reports/train/<method>/<name> (the header with the first; a resumed log whose columns
+        changed, e.g. a loss added to the method, is rewritten under the new ones, absent values empty)."""
         path = self.report_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                old = list(reader)
+                header = reader.fieldnames or []
+            if header != list(row):
+                with open(path, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=list(row), restval="", extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(old)
         new = not path.exists()
         with open(path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(row))
@@ -160,9 +171,13 @@ class Trainer:
             self.run.log_metrics(row, step=self.step)
 
     def _trim_logs(self) -> None:
-        """On resume, drop loss and progress rows logged after the checkpoint (they will be logged again)."""
+        """On resume, drop loss and progress rows logged after the checkpoint (they will be logged again); on a
+        fresh start, the whole logs (an earlier run's, kept by DVC's persist)."""
         for path in (self.report_dir / "losses.csv", self.report_dir / "progress.csv"):
             if not self.ctx.writer or not path.exists():
+                continue
+            if self.step == 0:
+                path.unlink()
                 continue
             with open(path) as fh:
                 rows = list(csv.DictReader(fh))
