@@ -35,7 +35,7 @@ TINY = {
     "evaluate.dtn.retrieval": 8, "evaluate.dtn.retrieval_sets": 2, "evaluate.dtn.identity_faces": 8,
     "train.tpgan.size": 64, "train.tpgan.width": 4, "train.tpgan.local_width": 4, "train.tpgan.d_width": 4,
     "train.tpgan.z_dim": 8,
-    "train.geogan.width": 4, "train.geogan.d_width": 4, "evaluate.geogan.identity_faces": 8,
+    "train.geogan.width": 4, "train.geogan.d_width": 4, "train.geogan.warmup": 0, "evaluate.geogan.identity_faces": 8,
     "evaluate.geogan.landmark_faces": 8,
 }
 
