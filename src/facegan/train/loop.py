@@ -98,6 +98,7 @@ class Trainer:
                       if root is not None and n > 0 and context.writer else None)
         self.progress_seconds, self.last_progress_seconds = 0.0, 0.0   # all checks so far; the last one
         self.step = 0
+        self.checked_logs: set[str] = set()   # logs whose header was compared with this run's columns
         state = self._load_checkpoint()
         wrap = distributed_wrapper(context.device) if context.distributed else None
         self.method.start_training(batches.examples(8, context.device), wrap)
@@ -145,7 +146,8 @@ class Trainer:
         changed, e.g. a loss added to the method, is rewritten under the new ones, absent values empty)."""
         path = self.report_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
+        if path.exists() and name not in self.checked_logs:    # once per file and run: not on every row
+            self.checked_logs.add(name)
             with open(path, newline="") as fh:
                 reader = csv.DictReader(fh)
                 old = list(reader)
