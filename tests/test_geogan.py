@@ -251,3 +251,67 @@ def test_planted_attribute_arrives_where_a_landmarks_say():
     assert on_a_mouth.mean() > 0.5                                  # the square arrived on a's mouth
     cheek = mouth_a + np.array([0.0, -14.0])
     assert (box_mean(output, cheek) - box_mean(a, cheek)).abs().mean() < 0.25   # a kept elsewhere
+
+
+class FixedPoints(torch.nn.Module):
+    """A landmark estimator that returns given points (a's for the first half of the batch, b's after)."""
+
+    def __init__(self, points_a, points_b):
+        super().__init__()
+        self.points = torch.cat([points_a, points_b])
+
+    def forward(self, x):
+        return self.points
+
+
+def face_shape() -> np.ndarray:
+    """68 pixel landmarks on 64 x 64: random points above the mouth, the mouth as iBUG draws it (12 outer
+    points from the left corner (48) round to the right one (54) and back, 8 inner), centred at (32, 44)."""
+    shape = np.random.default_rng(1).uniform([12, 10], [52, 34], (68, 2))
+    outer = np.pi - 2 * np.pi * np.arange(12) / 12
+    inner = np.pi - 2 * np.pi * np.arange(8) / 8
+    shape[48:60] = np.stack([32 + 8 * np.cos(outer), 44 - 4 * np.sin(outer)], 1)
+    shape[60:68] = np.stack([32 + 5 * np.cos(inner), 44 - 1.5 * np.sin(inner)], 1)
+    return shape
+
+
+@pytest.mark.parametrize("kept", [[], ["mouth"]])
+def test_reference_shape_leaves_the_kept_part_in_b_shape(kept):
+    """reference_shape: the spline carries every other landmark of a onto b's, and leaves the kept part as b
+    drew it. b's face is a's moved 2 px right, with a mouth 1.5 x as wide (a smile): aligned, a's mouth corners
+    land on b's; kept, they land where the shift alone puts them, inside b's wider mouth (4 px short)."""
+    size = 64
+    shape = face_shape()
+    wider = shape.copy()
+    wider[48:68, 0] = 32 + 1.5 * (shape[48:68, 0] - 32)
+    a, b = (to_grid_coordinates(torch.tensor(p[None] + shift, dtype=torch.float32), size)
+            for p, shift in ((shape, 0.0), (wider, np.array([2.0, 0.0]))))
+    method = build_method("geogan", geogan_params(width=8, reference_shape=kept))
+    method.flow.estimator = FixedPoints(a, b)
+    flow = method.transfer(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))["flow"]
+    miss = ((a + flow_at(flow, a) - b) * size / 2).norm(dim=-1)[0]
+    assert miss[:48].mean() < 0.5
+    corners = miss[[48, 54]]
+    assert (corners < 0.5).all() if not kept else (corners > 2).all()
+
+
+def test_reference_shape_must_leave_points_to_align():
+    from facegan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reference_shape"):
+        build_method("geogan", geogan_params(reference_shape=["jaw", "brows", "nose", "eyes", "mouth"]))
+
+
+def test_donor_mouth_paste_of_oneself_changes_nothing_and_moves_a_mouth():
+    """The London reference: pasting a face's own mouth onto itself is the identity; a donor whose mouth is
+    bright arrives inside a's mouth box only."""
+    from facegan.metrics.transfer import donor_mouth_paste
+
+    shape = face_shape()[None]
+    face = torch.rand(1, 3, 64, 64) * 0.2
+    assert torch.allclose(donor_mouth_paste(face, shape, face, shape), face, atol=1e-4)
+    donor = face.clone()
+    donor[:, :, 42:47, 28:37] = 0.9            # teeth inside the donor's (same) mouth box
+    pasted = donor_mouth_paste(face, shape, donor, shape)
+    assert (pasted - face)[:, :, 42:47, 28:37].mean() > 0.3
+    assert (pasted - face)[:, :, :30].abs().max() < 1e-4     # the eyes and above untouched

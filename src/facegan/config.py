@@ -58,6 +58,7 @@ class SourceParams:
 
 DATASETS = ("celeba", "london", "umist", "emoji", "scut")
 IMAGE_SETS = DATASETS + ("avatars",)
+LANDMARK_GROUPS = ("jaw", "brows", "nose", "eyes", "mouth")   # parts of the 68-point layout (faces/pose.py)
 SPLITS = ("train", "val", "test")
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
@@ -356,6 +357,8 @@ class GeoGANParams(MethodParams):
                                                # (ours) or an image-to-flow encoder-decoder (the paper)
     lambda_points: float = bounded(2560.0, 0.0)  # the landmark estimator's own MSE (flow "landmarks"; ours)
     warmup: int = bounded(150, 0)              # first steps: D's attribute head and the landmark estimator only
+    reference_shape: list[str] = listed([], LANDMARK_GROUPS)   # parts whose shape the flow leaves as b's (e.g.
+                                               # [mouth]: a smile keeps its own geometry; ours); theirs: none
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ import numpy as np
 
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)   # image left and right (iBUG: the subject's right eye first)
 NOSE_TIP, MOUTH = 30, slice(48, 68)
+IBUG_GROUPS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+               "mouth": MOUTH}   # the 68-point layout's parts (names: config.LANDMARK_GROUPS)
 PATCHES = ("left_eye", "right_eye", "nose", "mouth")
 
 
