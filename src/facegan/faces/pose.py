@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from facegan.config import LANDMARK_GROUPS
+
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)   # image left and right (iBUG: the subject's right eye first)
 NOSE_TIP, MOUTH = 30, slice(48, 68)
-IBUG_GROUPS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
-               "mouth": MOUTH}   # the 68-point layout's parts (names: config.LANDMARK_GROUPS)
+IBUG_GROUPS = dict(zip(LANDMARK_GROUPS, (slice(0, 17), slice(17, 27), slice(27, 36), slice(36, 48), MOUTH)))
 PATCHES = ("left_eye", "right_eye", "nose", "mouth")
 
 

@@ -72,14 +72,16 @@ def dlib_landmark_error(warped: torch.Tensor, land_a: np.ndarray, originals: tor
 
 def mouth_l1(x: torch.Tensor, y: torch.Tensor, landmarks: np.ndarray, margin: int = 3) -> np.ndarray:
     """Per-pair L1 on [0, 1] inside the box of each face's mouth landmarks (+ margin)."""
-    out = []
-    side = x.shape[-1]
-    for i, points in enumerate(landmarks):
-        (x0, y0), (x1, y1) = points[MOUTH].min(0), points[MOUTH].max(0)
-        x0, y0 = max(0, int(x0) - margin), max(0, int(y0) - margin)
-        x1, y1 = min(side, int(np.ceil(x1)) + margin), min(side, int(np.ceil(y1)) + margin)
-        out.append(float(((x[i, :, y0:y1, x0:x1] - y[i, :, y0:y1, x0:x1]).abs() / 2).mean()))
-    return np.array(out)
+    boxes = (mouth_box(points, margin, x.shape[-1]) for points in landmarks)
+    return np.array([float(((x[i, :, rows, cols] - y[i, :, rows, cols]).abs() / 2).mean())
+                     for i, (rows, cols) in enumerate(boxes)])
+
+
+def mouth_box(points: np.ndarray, margin: int, side: int) -> tuple[slice, slice]:
+    """(rows, cols) of the box around one face's mouth landmarks, grown by margin, inside the image."""
+    (x0, y0), (x1, y1) = points[MOUTH].min(0), points[MOUTH].max(0)
+    return (slice(max(0, int(y0) - margin), min(side, int(np.ceil(y1)) + margin)),
+            slice(max(0, int(x0) - margin), min(side, int(np.ceil(x1)) + margin)))
 
 
 def donor_mouth_paste(a: torch.Tensor, land_a: np.ndarray, donor: torch.Tensor, land_donor: np.ndarray,
@@ -93,8 +95,7 @@ def donor_mouth_paste(a: torch.Tensor, land_a: np.ndarray, donor: torch.Tensor, 
     warped = warp(donor, thin_plate_flow(*grid, side))
     box = torch.zeros(len(a), 1, side, side)
     for i, points in enumerate(land_a):
-        (x0, y0), (x1, y1) = points[MOUTH].min(0), points[MOUTH].max(0)
-        box[i, :, max(0, int(y0) - margin):int(np.ceil(y1)) + margin, max(0, int(x0) - margin):int(np.ceil(x1)) + margin] = 1
+        box[(i, slice(None)) + mouth_box(points, margin, side)] = 1
     mean = lambda x: (x * box).sum((2, 3), keepdim=True) / box.sum((2, 3), keepdim=True).clamp_min(1)
     feather = torch.nn.functional.avg_pool2d(box, 5, 1, 2, count_include_pad=False)
     return (a + feather * (warped - mean(warped) + mean(a) - a)).clamp(-1, 1)
