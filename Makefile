@@ -4,6 +4,9 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
+# The CUDA build of torch is ~3 GB of wheels; a pip cache would hold a second copy of them on disk (CI ran
+# out of space installing once), and nothing here reinstalls often enough to gain from one.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: install system run test bench browser clean-venv
 

@@ -29,9 +29,7 @@ def test_f_stays_frozen_and_every_loss_term_is_there(dtn):
     with bf16_autocast("cpu"):
         losses = dtn.train_step(batch, 0, step_generator(0, 0, 0))
     assert set(losses) == {"loss_d", "loss_gang", "loss_const", "loss_tid", "loss_tv", "loss_g"}
-    assert all(np.isfinite(v) for v in losses.values()) and losses["loss_const"] > 0
-    p = dtn.params
-    assert (p.alpha, p.beta, p.gamma) == (100, 100, 0.05)   # the paper's alpha and gamma; beta: see dtn.py
+    assert all(np.isfinite(v) for v in losses.values()) and 0 < losses["loss_const"] <= 2   # 1 - cos
     for key, value in dtn.f.state_dict().items():          # f: fixed, not trained ...
         assert torch.equal(value, f_before[key]), key
     assert not any(q.requires_grad for q in dtn.f.parameters())
@@ -59,6 +57,16 @@ def test_warmup_trains_g_alone_then_the_game_starts_with_a_fresh_adam(pretrained
     assert any(not torch.equal(v, d_before[k]) for k, v in method.D.state_dict().items())
 
 
+def test_alpha_rises_from_zero_and_f_is_not_read_while_it_is_zero(pretrained_root):
+    method = dtn_with(pretrained_root, alpha=30, alpha_ramp=50, tid_warmup=0)
+    assert [method.alpha_at(k) for k in (0, 25, 50, 400)] == [0, 15, 30, 30]
+    batch = make_batches(tiny_data(method="dtn"), 4, 0, flip=False).batch(0, "cpu")
+    calls = []
+    method.f.register_forward_hook(lambda *_: calls.append(1))
+    assert method.train_step(batch, 0, step_generator(0, 0, 0))["loss_const"] == 0 and not calls
+    assert method.train_step(batch, 1, step_generator(0, 1, 0))["loss_const"] > 0 and calls
+
+
 def test_discriminator_is_ternary(dtn):
     assert dtn.D(torch.zeros(5, 3, 64, 64)).shape == (5, 3)
     assert dtn.g(torch.nn.functional.normalize(torch.randn(2, 512), dim=1)).shape == (2, 3, 64, 64)
@@ -75,6 +83,23 @@ def test_total_variation():
     assert total_variation(flat) == pytest.approx(0, abs=1e-2)
     ramp = torch.arange(8.0).repeat(1, 3, 8, 1)          # +1 per column, constant down the rows
     assert total_variation(ramp) == pytest.approx(1.0, rel=1e-4)
+    # the paper's Eq. 7 sums over pixels (and here channels): 3 x 7 x 7 differences of 1 per image
+    assert total_variation(ramp.repeat(2, 1, 1, 1), per_image_sum=True) == pytest.approx(147, rel=1e-4)
+
+
+def test_shift_and_blur_is_a_differentiable_nuisance():
+    from facegan.methods.nets import shift_and_blur
+
+    images = torch.rand(4, 3, 16, 16, requires_grad=True)
+    assert torch.equal(shift_and_blur(images, 0, 0.0), images)
+    jittered = shift_and_blur(images, 2, 1.0, torch.Generator().manual_seed(1))
+    assert jittered.shape == images.shape and not torch.allclose(jittered, images)
+    jittered.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().expand(1, 3, 16, 16)
+    generator = torch.Generator().manual_seed(0)                   # sigma drawn in [0, 1] each call
+    spread = np.mean([float(shift_and_blur(checker, 0, 1.0, generator).std()) for _ in range(20)])
+    assert spread < 0.8 * float(checker.std())
 
 
 def test_f_constancy_and_retrieval_figures():
@@ -106,3 +131,60 @@ def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, 
     assert "f-constancy cos(f(photo), f(avatar))" in capsys.readouterr().out
     assert cli.main(["emojify", str(no_face_photo), "--out", str(dtn_project / "x.png")]) == 1
     assert f"{no_face_photo}: no face found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- mechanism: does g draw avatars that keep f?
+def dtn_with(root, **own):
+    params = tiny_params()
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, dtn=dataclasses.replace(params.train.dtn, **own)))
+    torch.manual_seed(0)
+    method = build_method("dtn", params)
+    method.setup(root, "cpu")
+    method.optimizers = method.configure_optimizers()
+    return method
+
+
+@pytest.fixture(scope="module")
+def avatars_and_faces(tmp_path_factory, mirror, pretrained_root):
+    """8 rendered avatars t and 8 real CelebA photos s (centre crops at 64 px), with f(t) and f(s)."""
+    from PIL import Image
+
+    from facegan.config import RenderAvatarsParams
+    from facegan.data.avatars import run_render_avatars
+    from facegan.data.datasets import read_image_set, to_tensor
+
+    folder = tmp_path_factory.mktemp("avatars")
+    run_render_avatars(RenderAvatarsParams(n=8, size=64, seed=1, workers=1), folder)
+    t = to_tensor(np.asarray(read_image_set(folder)[0]))
+    photos = []
+    for k in range(1, 9):
+        image = Image.open(mirror / "celeba" / "img_align_celeba" / f"{k:06d}.jpg").convert("RGB")
+        photos.append(np.asarray(image.crop((0, 20, 178, 198)).resize((64, 64), Image.Resampling.LANCZOS)))
+    s = to_tensor(np.stack(photos))
+    f = dtn_with(pretrained_root).embed
+    return {"t": t, "s": s, "f_t": f(t), "f_s": f(s)}
+
+
+def test_g_learns_to_draw_the_avatars_from_their_f(avatars_and_faces, pretrained_root):
+    """The warm-up alone (L_TID + L_TV, no D, no f pass): g maps f(t) -> t for a handful of avatars."""
+    data = avatars_and_faces
+    method = dtn_with(pretrained_root, g_width=16, tid_warmup=1000)
+    losses = [method.train_step({"f": data["f_s"], "target_f": data["f_t"], "target_image": data["t"]}, step,
+                                step_generator(0, step, 0))["loss_tid"] for step in range(150)]
+    assert losses[0] > 0.2 and np.mean(losses[-5:]) < 0.04, (losses[0], losses[-5:])
+
+
+def test_a_short_game_draws_smooth_avatars_that_keep_f(avatars_and_faces, pretrained_root):
+    """After a warm-up and a short game on 8 photos and 8 avatars, G(s) is about as smooth as the avatars
+    (TV of noise is many times theirs) and f(G(s)) is nearer f(s) than f of the other photos' G(s')."""
+    data = avatars_and_faces
+    method = dtn_with(pretrained_root, g_width=16, d_width=8, tid_warmup=60, alpha_ramp=10)   # the default losses
+    batch = {"f": data["f_s"], "target_f": data["f_t"], "target_image": data["t"]}
+    for step in range(100):
+        method.train_step(batch, step, step_generator(0, step, 0))
+    with torch.no_grad():
+        drawn = method.g.eval()(data["f_s"])
+    assert total_variation(drawn, per_image_sum=True) <= 2 * total_variation(data["t"], per_image_sum=True)
+    scores = f_constancy(data["f_s"].numpy(), method.embed(drawn).numpy(), 0)
+    assert scores["f_constancy"] > scores["f_constancy_random_pairs"] + 0.1, scores

@@ -99,7 +99,8 @@ def test_each_weighted_term_reaches_its_network(weight, network):
 
 # the paper's recipe, one -S away from the default (methods/geogan.py)
 AUTHORS_SETTINGS = {"flow": "dense", "lr": 2e-4, "lambda_cls": 0.2, "lambda_mask": 0.1, "lambda_flow_tv": 1.0,
-                    "lambda_points": 0.0, "warmup": 0, "refine_start": 10}
+                    "lambda_points": 0.0, "warmup": 0, "refine_start": 10, "d_cls_outputs": False,
+                    "mask_free_area": 0.0, "ema_decay": 0.0}
 
 
 def geogan_params(**own):
@@ -109,6 +110,13 @@ def geogan_params(**own):
     params = tiny_params()
     return dataclasses.replace(params, train=dataclasses.replace(
         params.train, geogan=dataclasses.replace(params.train.geogan, **own)))
+
+
+def step_once(method, batches, step: int) -> dict:
+    """One training step as the loop runs it: train_step, then after_step (the moving averages)."""
+    losses = method.train_step(batches.batch(step, "cpu"), step, step_generator(0, 0, step))
+    method.after_step(step)
+    return losses
 
 
 def smooth_faces(rng, n: int, size: int = 64) -> torch.Tensor:
@@ -139,6 +147,41 @@ def test_attribute_head_learns_from_single_class_batches():
     assert np.mean(losses[:10]) > 0.65 and np.mean(losses[-10:]) < 0.45
 
 
+@pytest.mark.parametrize("outputs_as_negatives", [False, True])
+def test_a_faint_pattern_fools_the_attribute_head_unless_it_learns_the_outputs(outputs_as_negatives):
+    """G's cheapest way to win L_cls: a faint additive pattern (|delta| <= 0.06, a tenth of the real
+    attribute's contrast) on a. Against a head trained on real faces only it scores as y; when the head
+    also learns G's outputs as without y (d_cls_outputs), it does not."""
+    from facegan.methods.geogan import Discriminator, attribute_head_loss, bce
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    D = Discriminator(8, 32)
+    delta = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    optimizer_d = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.5, 0.999))
+    optimizer_g = torch.optim.Adam([delta], 5e-2)
+    for step in range(120):
+        a, b = smooth_faces(rng, 8, 32), smooth_faces(rng, 8, 32)
+        b[:, :, 20:24, 10:22] = 1.0
+        faked = (a + 0.06 * torch.tanh(delta)).clamp(-1, 1)
+        loss_d = attribute_head_loss(D(a)[1], D(b)[1], D(faked.detach())[1] if outputs_as_negatives else None)
+        optimizer_d.zero_grad()
+        loss_d.backward()
+        optimizer_d.step()
+        if step >= 40:                                    # G's pattern starts against a head that knows y
+            loss_g = bce(D((a + 0.06 * torch.tanh(delta)).clamp(-1, 1))[1], True)
+            optimizer_g.zero_grad()
+            loss_g.backward()
+            optimizer_g.step()
+    with torch.no_grad():
+        a = smooth_faces(rng, 32, 32)
+        fooled = (torch.sigmoid(D((a + 0.06 * torch.tanh(delta)).clamp(-1, 1))[1]) > 0.5).float().mean().item()
+        b = smooth_faces(rng, 32, 32)
+        b[:, :, 20:24, 10:22] = 1.0
+        assert (torch.sigmoid(D(b)[1]) > 0.5).float().mean() > 0.8       # the head still knows y
+    assert fooled < 0.2 if outputs_as_negatives else fooled > 0.8
+
+
 def test_landmark_term_moves_the_dense_flow_and_the_mask_stays_open():
     """Mechanism of the paper's flow at the authors' settings (flow "dense"): every reference's landmarks sit
     3 px right and 2 px below the photo's; in the full step (adversarial, cycle and mask terms all on) the
@@ -158,7 +201,7 @@ def test_landmark_term_moves_the_dense_flow_and_the_mask_stays_open():
     method = build_method("geogan", geogan_params(**AUTHORS_SETTINGS))
     method.optimizers = method.configure_optimizers()
     batches = make_batches(data, 8, 0, flip=False)
-    losses = [method.train_step(batches.batch(step, "cpu"), step, step_generator(0, 0, step))["loss_lm"]
+    losses = [step_once(method, batches, step)["loss_lm"]
               for step in range(40)]
     assert np.mean(losses[-5:]) < 0.3 * losses[0]
     batch = batches.batch(0, "cpu")
@@ -215,7 +258,7 @@ def test_landmark_flow_alone_aligns_a_few_fixed_pairs():
 
     before = error(batches.batch(0, "cpu"))
     for step in range(150):
-        method.train_step(batches.batch(step, "cpu"), step, step_generator(0, 0, step))
+        step_once(method, batches, step)
     assert before > 3 and error(batches.batch(0, "cpu")) < 1.0
 
 
@@ -235,7 +278,7 @@ def test_planted_attribute_arrives_where_a_landmarks_say():
     batches = make_batches(TrainingData(images_a, land_a, {"ref": TrainingData(images_b, land_b)}), 8, 0, flip=False)
     method.prepare(batches.labels)
     for step in range(120):
-        method.train_step(batches.batch(step, "cpu"), step, step_generator(0, 0, step))
+        step_once(method, batches, step)
 
     test_a, test_land_a = dotted_faces(np.random.default_rng(5), 16)
     test_b, _ = dotted_faces(np.random.default_rng(6), 16, shift=(3.0, 2.0), mouth_square=True)
@@ -287,7 +330,7 @@ def test_reference_shape_leaves_the_kept_part_in_b_shape(kept):
     a, b = (to_grid_coordinates(torch.tensor(p[None] + shift, dtype=torch.float32), size)
             for p, shift in ((shape, 0.0), (wider, np.array([2.0, 0.0]))))
     method = build_method("geogan", geogan_params(width=8, reference_shape=kept))
-    method.flow.estimator = FixedPoints(a, b)
+    method.flow_ema.estimator = FixedPoints(a, b)     # the parts used: the moving averages
     flow = method.transfer(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))["flow"]
     miss = ((a + flow_at(flow, a) - b) * size / 2).norm(dim=-1)[0]
     assert miss[:48].mean() < 0.5
@@ -315,3 +358,27 @@ def test_donor_mouth_paste_of_oneself_changes_nothing_and_moves_a_mouth():
     pasted = donor_mouth_paste(face, shape, donor, shape)
     assert (pasted - face)[:, :, 42:47, 28:37].mean() > 0.3
     assert (pasted - face)[:, :, :30].abs().max() < 1e-4     # the eyes and above untouched
+
+
+def test_mask_sparsity_is_free_up_to_the_attributes_area_and_outputs_are_moving_averages():
+    """L_mask = relu(mean(m) - mask_free_area) per face: nothing below the free area, the plain mean above it.
+    With ema_decay 0 the parts used are the trained ones; with 0.9 they lag behind them."""
+    from facegan.methods.geogan import mask_sparsity
+
+    mask = torch.cat([torch.full((1, 1, 8, 8), 0.05), torch.full((1, 1, 8, 8), 0.5)])
+    assert float(mask_sparsity(mask, 0.1)) == pytest.approx((0 + 0.4) / 2)
+    assert float(mask_sparsity(mask, 0.0)) == pytest.approx(0.275)
+    outputs = {}
+    for decay in (0.0, 0.9):
+        torch.manual_seed(0)
+        method = build_method("geogan", geogan_params(ema_decay=decay))
+        method.optimizers = method.configure_optimizers()
+        batches = make_batches(tiny_data(method="geogan"), 8, 0, flip=False)
+        for step in range(4):
+            step_once(method, batches, step)
+        batch = batches.batch(0, "cpu")
+        with torch.no_grad():
+            trained = method.attribute_transfer(batch["image"], batch["ref_image"])["output"]
+        outputs[decay] = (method.transfer(batch["image"], batch["ref_image"])["output"], trained)
+    assert torch.allclose(*outputs[0.0], atol=1e-6)
+    assert not torch.allclose(*outputs[0.9], atol=1e-3)

@@ -202,16 +202,27 @@ class IdentityParams:
 
 
 @dataclass(frozen=True)
-class AttrClassifierParams:
-    attributes: list[str] = listed(["Male", "Young", "Blond_Hair", "Black_Hair", "Brown_Hair", "Attractive",
-                                    "Smiling", "Eyeglasses", "Mustache", "No_Beard", "Pale_Skin",
-                                    "Heavy_Makeup"], CELEBA_ATTRIBUTES)
+class ReaderParams:
+    """A reader of binary traits off an image (metrics/attributes.py's network), fitted by its own stage."""
     width: int = bounded(16, 4, 512)
     epochs: int = bounded(4, 1, 1000)
     batch_size: int = bounded(64, 2, 8192)
     lr: float = bounded(1e-3, 1e-6, 1.0)
     bf16: bool = True
     seed: int = bounded(0, 0)
+
+
+@dataclass(frozen=True)
+class AttrClassifierParams(ReaderParams):
+    attributes: list[str] = listed(["Male", "Young", "Blond_Hair", "Black_Hair", "Brown_Hair", "Attractive",
+                                    "Smiling", "Eyeglasses", "Mustache", "No_Beard", "Pale_Skin",
+                                    "Heavy_Makeup"], CELEBA_ATTRIBUTES)
+
+
+@dataclass(frozen=True)
+class AvatarReaderParams(ReaderParams):
+    """The avatars' trait reader (metrics/avatars.py): the judge's network on the rendered avatars' parts."""
+    epochs: int = bounded(8, 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -312,14 +323,18 @@ class FaderParams(MethodParams):
 @dataclass(frozen=True)
 class DTNParams(MethodParams):
     target: Literal["avatars", "emoji"] = "avatars"   # T: rendered avatars, or the Noto emoji faces
-    g_width: int = bounded(64, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling
+    g_width: int = bounded(32, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling (the paper: 512 at 4)
     d_width: int = bounded(32, 2, 1024)        # D: w channels at 32 x 32, doubled per halving
-    lr: float = bounded(2e-4, 1e-7, 1.0)
+    lr: float = bounded(1e-3, 1e-7, 1.0)
     beta1: float = bounded(0.5, 0.0, 0.999)
-    alpha: float = bounded(100.0, 0.0)         # L_CONST weight (the paper: 100)
+    alpha: float = bounded(30.0, 0.0)          # L_CONST = 1 - cos weight (the paper: 100 on its MSE)
     beta: float = bounded(100.0, 0.0)          # L_TID weight (the paper: 1; see methods/dtn.py)
-    gamma: float = bounded(0.05, 0.0)          # L_TV weight (0.05)
+    gamma: float = bounded(0.001, 0.0)         # L_TV weight, TV summed per image (the paper: 0.05)
     tid_warmup: int = bounded(300, 0, 10_000_000)  # first steps: g on beta L_TID + gamma L_TV only, no D, no f pass
+    alpha_ramp: int = bounded(50, 0, 10_000_000)  # game steps over which alpha rises from 0 (ours; 0: constant)
+    const_shift: int = bounded(2, 0, 16)       # f reads G(s) shifted by up to this many pixels (ours; 0: as it is)
+    const_blur: float = bounded(1.0, 0.0, 3.0)  # ... and blurred by a Gaussian of sigma up to this (pixels)
+    const_faces: int = bounded(8, 0, 100_000)  # faces of each batch f reads for L_CONST (ours; 0: all, the paper)
 
 
 @dataclass(frozen=True)
@@ -357,6 +372,11 @@ class GeoGANParams(MethodParams):
                                                # (ours) or an image-to-flow encoder-decoder (the paper)
     lambda_points: float = bounded(2560.0, 0.0)  # the landmark estimator's own MSE (flow "landmarks"; ours)
     warmup: int = bounded(150, 0)              # first steps: D's attribute head and the landmark estimator only
+    d_cls_outputs: bool = True                 # D's attribute head also learns a_y as without y (ours; theirs
+                                               # and StarGAN's learn it on real faces only)
+    mask_free_area: float = bounded(0.1, 0.0, 1.0)   # L_mask = relu(mean(m) - this) per face (ours); 0 = theirs
+    ema_decay: float = bounded(0.0, 0.0, 1.0)  # G's parts are used as moving averages of the trained ones
+                                               # (ours; 0: as trained, theirs)
     reference_shape: list[str] = listed([], LANDMARK_GROUPS)   # parts whose shape the flow leaves as b's (e.g.
                                                # [mouth]: a smile keeps its own geometry; ours); theirs: none
 
@@ -462,6 +482,7 @@ class Params:
     features: FeaturesParams = field(default_factory=FeaturesParams)
     identity: IdentityParams = field(default_factory=IdentityParams)
     attr_classifier: AttrClassifierParams = field(default_factory=AttrClassifierParams)
+    avatar_reader: AvatarReaderParams = field(default_factory=AvatarReaderParams)
     beauty: BeautyParams = field(default_factory=BeautyParams)
     pseudo_label: PseudoLabelParams = field(default_factory=PseudoLabelParams)
     train: TrainParams = field(default_factory=TrainParams)

@@ -56,11 +56,36 @@ class DownBlock(nn.Module):
         return F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)
 
 
-def total_variation(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Anisotropic TV with B = 1 (DTN's L_TV, TP-GAN's L_tv with beta = 1): mean over pixels of sqrt((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)."""
+def total_variation(images: torch.Tensor, eps: float = 1e-6, per_image_sum: bool = False) -> torch.Tensor:
+    """Anisotropic TV with B = 1 (DTN's L_TV, TP-GAN's L_tv with beta = 1) of
+    sqrt((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2): its mean over pixels and channels, or with
+    `per_image_sum` its sum over them (DTN's Eq. 7 sums), averaged over the batch."""
     dx = images[:, :, :-1, 1:] - images[:, :, :-1, :-1]
     dy = images[:, :, 1:, :-1] - images[:, :, :-1, :-1]
-    return (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt().mean()
+    tv = (dx.float().pow(2) + dy.float().pow(2) + eps).sqrt()
+    return tv.sum((1, 2, 3)).mean() if per_image_sum else tv.mean()
+
+
+def shift_and_blur(images: torch.Tensor, max_shift: int, max_sigma: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable nuisance: each image shifted by a random whole number of pixels in
+    [-max_shift, max_shift] on each axis (edges replicated), then the batch blurred by a Gaussian of a random
+    sigma in [0, max_sigma] (3 x 3). A loss read through a fixed network on this input cannot be won by
+    pixel-exact high-frequency patterns."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    shifted = torch.stack([padded[i, :, y:y + height, x:x + width] for i, (y, x) in enumerate(offsets.tolist())])
+    sigma = float(torch.rand((), generator=generator)) * max_sigma
+    if sigma < 1e-3:
+        return shifted
+    taps = torch.exp(-torch.arange(-1.0, 2.0).pow(2) / (2 * sigma ** 2))
+    taps = (taps / taps.sum()).to(images.device, images.dtype)
+    channels = images.shape[1]
+    blurred = F.conv2d(F.pad(shifted, (1, 1, 0, 0), mode="replicate"), taps.view(1, 1, 1, 3).repeat(channels, 1, 1, 1),
+                       groups=channels)
+    return F.conv2d(F.pad(blurred, (0, 0, 1, 1), mode="replicate"), taps.view(1, 1, 3, 1).repeat(channels, 1, 1, 1),
+                    groups=channels)
 
 
 # Instance norm as GroupNorm with one channel per group: the same function as InstanceNorm2d(affine=True),

@@ -56,15 +56,18 @@ class AttributeClassifier(nn.Module):
 
 
 def per_attribute_scores(probabilities: np.ndarray, labels: np.ndarray, attributes: list[str]) -> dict:
-    """Accuracy and balanced accuracy (mean of the true-positive and true-negative rates)."""
-    predicted = probabilities >= 0.5
+    """Accuracy and balanced accuracy (mean of the true-positive and true-negative rates) over the images
+    whose label is defined (NaN: undefined, e.g. the hair colour of an avatar in a hat)."""
     scores = {}
     for k, name in enumerate(attributes):
-        truth = labels[:, k].astype(bool)
-        tpr = predicted[truth, k].mean() if truth.any() else np.nan
-        tnr = (~predicted[~truth, k]).mean() if (~truth).any() else np.nan
-        scores[name] = {"accuracy": float((predicted[:, k] == truth).mean()),
-                        "balanced_accuracy": float(np.nanmean([tpr, tnr])), "positive_rate": float(truth.mean())}
+        defined = ~np.isnan(labels[:, k].astype(np.float64))
+        truth, predicted = labels[defined, k].astype(bool), probabilities[defined, k] >= 0.5
+        tpr = predicted[truth].mean() if truth.any() else np.nan
+        tnr = (~predicted[~truth]).mean() if (~truth).any() else np.nan
+        scores[name] = {"accuracy": float((predicted == truth).mean()) if defined.any() else float("nan"),
+                        "balanced_accuracy": float(np.nanmean([tpr, tnr])) if defined.any() else float("nan"),
+                        "positive_rate": float(truth.mean()) if defined.any() else float("nan"),
+                        "images": int(defined.sum())}
     return scores
 
 
@@ -75,8 +78,11 @@ def train_step(model: AttributeClassifier, optimizer, x: torch.Tensor, y: torch.
     x, y = x.to(device), y.to(device)
     flip = torch.rand(len(x), device=device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    defined = ~torch.isnan(y)     # an undefined label (NaN) carries no loss
     with bf16_autocast(device, autocast):
-        loss = F.binary_cross_entropy_with_logits(model(x).float(), y, pos_weight=pos_weight)
+        losses = F.binary_cross_entropy_with_logits(model(x).float(), y.nan_to_num(0.0), pos_weight=pos_weight,
+                                                    reduction="none")
+    loss = (losses * defined).sum() / defined.sum().clamp(min=1)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -94,7 +100,7 @@ def fit(model: AttributeClassifier, train: tuple, val: tuple, epochs: int, batch
     steps_per_epoch = max(1, len(x) // batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    positive = y.mean(0).clamp(1e-3, 1 - 1e-3)
+    positive = torch.nanmean(y, 0).nan_to_num(0.5).clamp(1e-3, 1 - 1e-3)
     pos_weight = ((1 - positive) / positive).clamp(max=10).to(next(model.parameters()).device)
     best, best_state = -1.0, None
     for epoch in range(epochs):
@@ -150,3 +156,20 @@ def run_attr_classifier(params, root: Path, device: str = "cpu", on_epoch=None) 
             "test_mean_accuracy": float(np.mean([s["accuracy"] for s in scores.values()])),
             "test_mean_balanced_accuracy": float(np.mean([s["balanced_accuracy"] for s in scores.values()])),
             "test": scores}
+
+
+def stage_body(section: str, run_fit):
+    """The body of a stage that fits a reader (attr_classifier, avatar_reader): run_fit(params.<section>,
+    root, device, on_epoch) with each epoch's loss and validation score logged to the stage's MLflow run,
+    its returned figures written to reports/metrics/<section>.json."""
+    from facegan.devices import resolve_device
+    from facegan.paths import project_root
+    from facegan.reports import write_metrics
+
+    def body(params, run):
+        root = project_root()
+
+        def log_epoch(epoch, loss, val):
+            run.log_metrics({"train_loss": loss, "val_mean_balanced_accuracy": val}, step=epoch)
+        return write_metrics(root, section, run_fit(getattr(params, section), root, resolve_device("auto"), log_epoch))
+    return body
