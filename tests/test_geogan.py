@@ -7,6 +7,7 @@ import torch
 from facegan.devices import bf16_autocast
 from facegan import cli
 from facegan.methods import build_method
+from facegan.methods.base import unwrap
 from facegan.methods.geogan import flow_at, landmark_loss, to_grid_coordinates, warp
 from facegan.train.data import make_batches
 from facegan.train.loop import step_generator
@@ -330,7 +331,7 @@ def test_reference_shape_leaves_the_kept_part_in_b_shape(kept):
     a, b = (to_grid_coordinates(torch.tensor(p[None] + shift, dtype=torch.float32), size)
             for p, shift in ((shape, 0.0), (wider, np.array([2.0, 0.0]))))
     method = build_method("geogan", geogan_params(width=8, reference_shape=kept))
-    method.flow_ema.estimator = FixedPoints(a, b)     # the parts used: the moving averages
+    unwrap(method.parts_used()[0]).estimator = FixedPoints(a, b)     # the flow inference uses
     flow = method.transfer(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))["flow"]
     miss = ((a + flow_at(flow, a) - b) * size / 2).norm(dim=-1)[0]
     assert miss[:48].mean() < 0.5

@@ -311,9 +311,12 @@ class GeoGAN(TransformMethod):
         self.refine = Refinement(params.width, depth)
         self.F = AttributeRemoval(params.width, depth)
         self.D = Discriminator(params.d_width, size)
-        # G's parts as used: exponential moving averages of the trained ones (ours; registered, so saved)
-        self.averages = {name: EMA(getattr(self, name), params.ema_decay) for name in ("flow", "G", "refine")}
-        self.flow_ema, self.G_ema, self.refine_ema = (self.averages[k].shadow for k in ("flow", "G", "refine"))
+        # G's parts as used: exponential moving averages of the trained ones (ours, `ema_decay` > 0; registered,
+        # so saved); with ema_decay 0 the trained parts themselves, and no copies to keep or update
+        self.averages = ({name: EMA(getattr(self, name), params.ema_decay) for name in ("flow", "G", "refine")}
+                         if params.ema_decay > 0 else {})
+        for name, average in self.averages.items():
+            setattr(self, f"{name}_ema", average.shadow)
 
     def trainable(self):
         return {"flow": self.flow, "G": self.G, "refine": self.refine, "F": self.F, "D": self.D}
@@ -337,8 +340,7 @@ class GeoGAN(TransformMethod):
         """G(a, b_y) = the flow sub-network, then warp, mask, blend and refinement: a_y and every part (with
         `averaged`, by the moving averages of the parts). The refinement runs only while its weight is on
         (a module not called is no parameter DDP waits for)."""
-        flow, transfer, refine = ((self.flow_ema, self.G_ema, self.refine_ema) if averaged
-                                  else (self.flow, self.G, self.refine))
+        flow, transfer, refine = self.parts_used() if averaged else (self.flow, self.G, self.refine)
         parts = flow(a, b)
         parts |= transfer(a, b, parts["flow"])
         if float(unwrap(refine).weight) > 0:
@@ -346,6 +348,11 @@ class GeoGAN(TransformMethod):
         else:
             parts["output"] = parts["blended"].clamp(-1, 1)
         return parts
+
+    def parts_used(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(flow, G, refine) as inference uses them: the moving averages when kept, else the trained parts."""
+        return tuple(self.averages[name].shadow if self.averages else getattr(self, name)
+                     for name in ("flow", "G", "refine"))
 
     def after_step(self, step):
         for name, average in self.averages.items():

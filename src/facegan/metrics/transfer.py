@@ -131,7 +131,10 @@ def london_ground_truth(transfer, root: Path, seed: int, context) -> dict:
               "london_facenet_distance_neutral_to_own_smile": float((embed["neutral"] - embed["smile"]).norm(dim=1).mean()),
               "london_mouth_l1_output_to_own_smile": float(mouth_l1(outputs, own_smile, mouth_landmarks).mean()),
               "london_mouth_l1_neutral_to_own_smile": float(mouth_l1(a, own_smile, mouth_landmarks).mean()),
-              "london_mouth_l1_donor_paste_to_own_smile": float(mouth_l1(pasted, own_smile, mouth_landmarks).mean())}
+              "london_mouth_l1_donor_paste_to_own_smile": float(mouth_l1(pasted, own_smile, mouth_landmarks).mean()),
+              # the metric's scale: the person's own smile moved 2 px scores about what the neutral photo does
+              "london_mouth_l1_own_smile_moved_2px": float(mouth_l1(own_smile.roll(2, -1), own_smile,
+                                                                    mouth_landmarks).mean())}
     context.save_grid(torch.cat([a[:8], reference[:8], outputs[:8], pasted[:8], own_smile[:8]]),
                       ["neutral", "smile donor", "G(neutral, donor)", "donor mouth pasted", "own smile"],
                       "london_ground_truth.png", 8)
