@@ -8,7 +8,7 @@ import torch
 from facegan.devices import bf16_autocast
 from facegan import cli
 from facegan.methods import build_method
-from facegan.methods.dtn import f_constancy, retrieval, total_variation
+from facegan.methods.dtn import F_DIM, f_constancy, retrieval, total_variation
 from facegan.train.data import make_batches
 from facegan.train.loop import step_generator
 from conftest import term_reaches, tiny_data, tiny_params, trained_project
@@ -38,9 +38,10 @@ def test_f_stays_frozen_and_every_loss_term_is_there(dtn):
 
 
 def test_warmup_trains_g_alone_then_the_game_starts_with_a_fresh_adam(pretrained_root):
+    """... and each game step takes one D step, then g_steps (3) g steps."""
     params = tiny_params()
     params = dataclasses.replace(params, train=dataclasses.replace(
-        params.train, dtn=dataclasses.replace(params.train.dtn, tid_warmup=2)))
+        params.train, dtn=dataclasses.replace(params.train.dtn, tid_warmup=2, g_steps=3)))
     method = build_method("dtn", params)
     method.setup(pretrained_root, "cpu")
     method.optimizers = method.configure_optimizers()
@@ -53,7 +54,8 @@ def test_warmup_trains_g_alone_then_the_game_starts_with_a_fresh_adam(pretrained
     assert int(next(iter(method.optimizers["g"].state.values()))["step"]) == 2
     losses = method.train_step(batches.batch(2, "cpu"), 2, step_generator(0, 2, 0))
     assert all(np.isfinite(v) for v in losses.values())
-    assert int(next(iter(method.optimizers["g"].state.values()))["step"]) == 1   # Adam restarted
+    assert int(next(iter(method.optimizers["g"].state.values()))["step"]) == 3   # Adam restarted, 3 g steps
+    assert int(next(iter(method.optimizers["D"].state.values()))["step"]) == 1
     assert any(not torch.equal(v, d_before[k]) for k, v in method.D.state_dict().items())
 
 
@@ -62,14 +64,14 @@ def test_alpha_rises_from_zero_and_f_is_not_read_while_it_is_zero(pretrained_roo
     assert [method.alpha_at(k) for k in (0, 25, 50, 400)] == [0, 15, 30, 30]
     batch = make_batches(tiny_data(method="dtn"), 4, 0, flip=False).batch(0, "cpu")
     calls = []
-    method.f.register_forward_hook(lambda *_: calls.append(1))
+    method.f.net.block8.register_forward_hook(lambda *_: calls.append(1))   # any pass of f goes through it
     assert method.train_step(batch, 0, step_generator(0, 0, 0))["loss_const"] == 0 and not calls
     assert method.train_step(batch, 1, step_generator(0, 1, 0))["loss_const"] > 0 and calls
 
 
 def test_discriminator_is_ternary(dtn):
     assert dtn.D(torch.zeros(5, 3, 64, 64)).shape == (5, 3)
-    assert dtn.g(torch.nn.functional.normalize(torch.randn(2, 512), dim=1)).shape == (2, 3, 64, 64)
+    assert dtn.g(torch.randn(4, F_DIM[dtn.params.f_layer]), 2).shape == (4, 3, 64, 64)   # 2 of S, 2 of T
 
 
 @pytest.mark.parametrize("weight", ["alpha", "beta", "gamma"])
@@ -128,7 +130,7 @@ def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, 
     assert out.exists() and (out.parent / "avatar_compare.png").exists()
     from PIL import Image
     assert Image.open(out).size == (64, 64)
-    assert "f-constancy cos(f(photo), f(avatar))" in capsys.readouterr().out
+    assert "identity kept: cos(FaceNet(photo), FaceNet(avatar))" in capsys.readouterr().out
     assert cli.main(["emojify", str(no_face_photo), "--out", str(dtn_project / "x.png")]) == 1
     assert f"{no_face_photo}: no face found" in capsys.readouterr().err
 
@@ -147,7 +149,8 @@ def dtn_with(root, **own):
 
 @pytest.fixture(scope="module")
 def avatars_and_faces(tmp_path_factory, mirror, pretrained_root):
-    """8 rendered avatars t and 8 real CelebA photos s (centre crops at 64 px), with f(t) and f(s)."""
+    """8 rendered avatars t and 8 real CelebA photos s (centre crops at 64 px), with f(t) and f(s) (g's
+    input, at the default f_layer) and FaceNet's embedding of s (identity)."""
     from PIL import Image
 
     from facegan.config import RenderAvatarsParams
@@ -162,8 +165,10 @@ def avatars_and_faces(tmp_path_factory, mirror, pretrained_root):
         image = Image.open(mirror / "celeba" / "img_align_celeba" / f"{k:06d}.jpg").convert("RGB")
         photos.append(np.asarray(image.crop((0, 20, 178, 198)).resize((64, 64), Image.Resampling.LANCZOS)))
     s = to_tensor(np.stack(photos))
-    f = dtn_with(pretrained_root).embed
-    return {"t": t, "s": s, "f_t": f(t), "f_s": f(s)}
+    method = dtn_with(pretrained_root)
+    layer = method.params.f_layer
+    return {"t": t, "s": s, "f_t": method.embed(t, layer), "f_s": method.embed(s, layer),
+            "f_const": method.embed(s, method.params.const_layer), "e_s": method.embed(s)}
 
 
 def test_g_learns_to_draw_the_avatars_from_their_f(avatars_and_faces, pretrained_root):
@@ -181,11 +186,30 @@ def test_a_short_game_draws_smooth_avatars_that_keep_f(avatars_and_faces, pretra
     and f(G(s)) is nearer f(s) than f of the other photos' G(s')."""
     data = avatars_and_faces
     method = dtn_with(pretrained_root, g_width=16, d_width=8, tid_warmup=100, alpha_ramp=10)   # default losses
-    batch = {"f": data["f_s"], "target_f": data["f_t"], "target_image": data["t"]}
+    batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"], "target_image": data["t"]}
     for step in range(160):
         method.train_step(batch, step, step_generator(0, step, 0))
     with torch.no_grad():
-        drawn = method.g.eval()(data["f_s"])
+        drawn = method.g.eval()(data["f_s"], len(data["f_s"]))
     assert total_variation(drawn, per_image_sum=True) <= 4 * total_variation(data["t"], per_image_sum=True)
-    scores = f_constancy(data["f_s"].numpy(), method.embed(drawn).numpy(), 0)
+    scores = f_constancy(data["e_s"].numpy(), method.embed(drawn).numpy(), 0)
     assert scores["f_constancy"] > scores["f_constancy_random_pairs"] + 0.1, scores
+
+
+def test_standardised_f_of_both_domains_reaches_g_in_one_distribution():
+    """f_standardise: S's and T's features, far apart (means 3 and -2, spreads 2 and 0.5), each leave their
+    domain's standardiser at zero mean and unit spread, in training (batch statistics) and after (running)."""
+    from facegan.methods.dtn import EmbeddingGenerator
+
+    g = EmbeddingGenerator(16, 4, 64, standardise=True)
+    seen = []
+    g.net = torch.nn.Identity()                      # look at what the network would read
+    torch.manual_seed(0)
+    for _ in range(60):
+        f_s, f_t = 3 + 2 * torch.randn(32, 16), -2 + 0.5 * torch.randn(32, 16)
+        seen.append(g(torch.cat([f_s, f_t]), 32).flatten(1))
+    g.eval()
+    for read in (seen[-1], g(torch.cat([3 + 2 * torch.randn(500, 16), -2 + 0.5 * torch.randn(500, 16)]), 500).flatten(1)):
+        half = len(read) // 2
+        for part in (read[:half], read[half:]):
+            assert part.mean().abs() < 0.15 and (part.std() - 1).abs() < 0.15

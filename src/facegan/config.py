@@ -323,7 +323,11 @@ class FaderParams(MethodParams):
 @dataclass(frozen=True)
 class DTNParams(MethodParams):
     target: Literal["avatars", "emoji"] = "avatars"   # T: rendered avatars, or the Noto emoji faces
+    f_layer: Literal["pool", "embedding"] = "pool"    # g's input f(x): FaceNet's 1792-d pool or 512-d embedding
+    const_layer: Literal["embedding", "pool"] = "embedding"   # the layer L_CONST keeps (the paper: f_layer)
     g_width: int = bounded(32, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling (the paper: 512 at 4)
+    g_upsample: Literal["transposed", "resize"] = "resize"   # g's x2 upscaling convolution (the paper: "upscaling")
+    f_standardise: bool = True                 # g reads f standardised per domain (ours; the paper: as it is)
     d_width: int = bounded(32, 2, 1024)        # D: w channels at 32 x 32, doubled per halving
     lr: float = bounded(1e-3, 1e-7, 1.0)
     beta1: float = bounded(0.5, 0.0, 0.999)
@@ -335,6 +339,7 @@ class DTNParams(MethodParams):
     const_shift: int = bounded(2, 0, 16)       # f reads G(s) shifted by up to this many pixels (ours; 0: as it is)
     const_blur: float = bounded(1.0, 0.0, 3.0)  # ... and blurred by a Gaussian of sigma up to this (pixels)
     const_faces: int = bounded(8, 0, 100_000)  # faces of each batch f reads for L_CONST (ours; 0: all, the paper)
+    g_steps: int = bounded(1, 1, 100)          # g steps per D step, on the same batch
 
 
 @dataclass(frozen=True)

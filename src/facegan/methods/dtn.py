@@ -1,9 +1,19 @@
 """Domain Transfer Network (Taigman, Polyak & Wolf 2017, arXiv 1611.02200): face photo -> avatar.
 
 G = g o f with f FIXED: f is the converted FaceNet (the paper: DeepFace's 256-d
-layer), here its 512-d unit embedding of the 64 x 64 crop; g maps it to a
-64 x 64 image. Unpaired S (aligned CelebA faces) and T (rendered avatars, or
-the Noto emoji faces with `target: emoji`).
+layer) of the 64 x 64 crop; g maps it to a 64 x 64 image. Unpaired S (aligned
+CelebA faces) and T (rendered avatars, or the Noto emoji faces with `target: emoji`).
+
+Which of FaceNet's layers (ours, `f_layer`, `const_layer`): g reads the 1792-d
+pool, L_CONST keeps the 512-d identity embedding (the paper: one layer for
+both). The embedding is trained to forget what is not identity, and on avatars
+it forgets their looks: a ridge regression from f(t) to the pixels of held-out
+avatars (1,400 train, 500 test) reaches MSE 0.17 from the embedding and 0.069
+from the pool, against 0.25 for the mean avatar. From the embedding g could
+only draw a blurred mean avatar (L_TID stuck near 0.15-0.2), which D tells from
+real ones at once. Keeping the pool in L_CONST instead ties G(s) to the photo's
+lighting and pose rather than its identity (on 8 photos after a short game:
+identity cos 0.77 for the right photo vs 0.74 for another).
 
 Networks (the paper's Section 5, face -> emoji):
 - g: 5 blocks, each an upscaling (transposed) convolution + BatchNorm + ReLU,
@@ -17,7 +27,7 @@ Networks (the paper's Section 5, face -> emoji):
 Losses (each a mean over the batch):
     L_D     = -E_s log D1(g(f(s))) - E_t log D2(g(f(t))) - E_t log D3(t)
     L_GANG  = -E_s log D3(g(f(s))) - E_t log D3(g(f(t)))
-    L_CONST = 1 - cos(f(s), f(J(g(f(s)))))       (f-constancy: the identity survives)
+    L_CONST = 1 - cos(f'(s), f'(J(g(f(s)))))     (f-constancy, f' = FaceNet at const_layer: the identity survives)
     L_TID   = d2(t, g(f(t)))                      (G is the identity on T)
     L_TV    = per image, the SUM over pixels and channels of sqrt(dx^2 + dy^2)   (Eq. 7, B = 1; G(s), G(t))
     L_G     = L_GANG + alpha_k L_CONST + beta L_TID + gamma L_TV
@@ -42,7 +52,8 @@ d2 is the pixel MSE on [-1, 1]. Each departure from the paper, with its reason:
   [-1, 1] pixels an MSE weighted 1 is so small beside L_GANG (a cross-entropy
   of 5-15) that the first 20 adversarial steps undo what the warm-up taught g
   (L_TID 0.15 -> 0.6 at any alpha); with 100, G(t) stays the avatar.
-One D step per g step, Adam(lr, (beta1, 0.999)); g(f(s)) and g(f(t)) go through
+One D step, then `g_steps` g steps on the same batch (the paper does not say;
+yunjey/dtn-tensorflow, a public re-implementation, takes 6 on S), Adam(lr, (beta1, 0.999)); g(f(s)) and g(f(t)) go through
 g in one batch (see generate_both), D sees G(s), G(t) and t in one batch.
 
 Warm-up (`tid_warmup` steps, our addition): g alone learns beta L_TID + gamma
@@ -59,25 +70,41 @@ f(s) would give g one input and two targets (the flip mismatch of an earlier
 version). Caching the mirror images (`features.mirrored: [celeba, avatars]`)
 gives the flips back at twice the stage's cost.
 
-Departures: FaceNet (512-d, unit norm) for DeepFace (256-d); 64 x 64 for D's
-152 x 152 input, so 4 D blocks; g_width 32 (256 channels at 4 x 4; 64 took 4 x
-the compute a step); the warm-up; lr 1e-3; rendered avatars (python-avatars) for the paper's
-artist-drawn emoji set.
+Departures: FaceNet (1792-d pool, 512-d unit embedding) for DeepFace (256-d);
+64 x 64 for D's 152 x 152 input, so 4 D blocks; g_width 32 (256 channels at
+4 x 4; 64 took 4 x the compute a step); g's x2 upscaling (`g_upsample`) is
+nearest-neighbour resizing + a 3 x 3 convolution (the paper: "upscaling
+convolution", unspecified; the 4 x 4 transposed one drew a checkerboard that
+D reads); f standardised per domain before g (`f_standardise`, see
+EmbeddingGenerator); the warm-up; lr 1e-3; rendered avatars (python-avatars)
+for the paper's artist-drawn emoji set.
 
 What a 3-minute CPU run reaches (issue 21, evaluate@dtn on 990 test faces;
 FID vs test avatars / TV of G(s) over the avatars' / retrieval rank-1 among 100,
-plain and perturbed / hair light-dark agreement):
+plain and perturbed / hair light-dark agreement). With g reading the 512-d
+embedding:
 - before these fixes: 344 / - / 0.01 (chance) / -: colour noise, and the
   game never started (192 of its 300 warm-up steps at g_width 64);
 - lr 5e-4, 100 warm-up steps, alpha 10: 413 / 2.0 / 0.09, 0.06 / 0.53;
   alpha 30: 395 / 2.1 / 0.39, 0.22 / 0.53;
 - lr 1e-3, 300 warm-up steps, alpha 10: 366 / 1.6 / 0.07, 0.05 / 0.69;
-  alpha 30 (the default): 362 / 1.8 / 0.16, 0.15 / 0.64.
-G(s) is smooth now and carries some of the person through f and past the
-perturbation, but it is a brown, face-like texture, not yet an avatar: g's
-L_TID on test avatars stays ~0.21 (G(t) a blurred avatar), and D wins the game
-(L_GANG 6-14). The must-hold figures (FID <= 150, perturbed retrieval >= 0.3)
-are not reached.
+  alpha 30: 362 / 1.8 / 0.16, 0.15 / 0.64 (G(s) a brown face-like texture;
+  L_TID on test avatars ~0.21: G(t) a blurred mean avatar).
+With g reading the pool (L_TID at the end of the warm-up 0.085 instead of 0.15):
+- transposed upscaling: 373 / 1.5 / 0.32, 0.32 / 0.50; g_steps 3 (one D step,
+  three g steps): 372 / 1.5 / 0.03, 0.05 / 0.62 (every face drawn alike);
+  const_layer pool: 369 / 1.8 / 0.11, 0.11 / 0.63; 600 warm-up steps:
+  386 / 1.7 / 0.14, 0.15 / 0.57;
+- f standardised: 359 / 1.3 / 0.13, 0.13 / 0.63 (warm-up L_TID 0.065);
+  with 600 warm-up steps 385 / 1.8 / 0.10, 0.12 / 0.76;
+- resize upscaling: 258 / 0.89 / 0.05, 0.06 / 0.53; with f standardised
+  (the default): 245 / 0.75 / 0.07, 0.08 / 0.55.
+The default draws smooth, flat-coloured heads on a white ground, the avatars'
+look, but the game is ~200 steps of ~0.6 s (FaceNet's backward for L_CONST
+is most of a step) and L_CONST is still ~0.8 at its end: G(s) does not carry
+the person yet. Runs of one recipe differ by +-0.15 in retrieval. The
+must-hold figures (FID <= 150, perturbed retrieval >= 0.3, hair agreement
+>= 0.65) are not reached together in 3 minutes.
 """
 from __future__ import annotations
 
@@ -95,29 +122,46 @@ from facegan.pretrained.facenet import load_converted as load_fixed_f
 from facegan.devices import inference_autocast as autocast_like_training
 
 FROM_S, FROM_T, REAL_T = 0, 1, 2   # D's classes
-EMBEDDING_DIM = 512                 # f: FaceNet's unit embedding
+F_DIM = {"pool": 1792, "embedding": 512}   # f_layer -> f's dimension
 
 
 class EmbeddingGenerator(nn.Module):
     """g: an f-embedding (N, E) -> (N, 3, size, size) in [-1, 1]."""
 
-    def __init__(self, embed_dim: int, width: int, size: int = 64):
+    def __init__(self, embed_dim: int, width: int, size: int = 64, upsample: str = "transposed",
+                 standardise: bool = False):
         super().__init__()
+        # per-domain standardisation of f (ours, `f_standardise`): S's and T's features each to zero mean
+        # and unit variance per dimension (batch statistics in training, running ones after), so f(s)
+        # arrives in the distribution g learned to draw from f(t) (domain-specific batch norm, Chang et al. 2019)
+        self.standardise = nn.ModuleList([nn.BatchNorm1d(embed_dim, affine=False) for _ in range(2)]
+                                         if standardise else [])
         doublings = int(round(np.log2(size / 4)))
         channels = [width * 2 ** (doublings - 1 - i) for i in range(doublings)]   # 8w .. w at 4 .. size/2
 
-        def block(upscale: nn.Module, cout: int) -> list[nn.Module]:
-            return [upscale, nn.BatchNorm2d(cout), nn.ReLU(),
+        def upscale(cin: int, cout: int) -> nn.Module:
+            """x2: a 4 x 4 transposed convolution stride 2, or (`resize`, Odena et al. 2016: no checkerboard
+            of uneven kernel overlap) nearest-neighbour upsampling and a 3 x 3 convolution."""
+            if upsample == "transposed":
+                return nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+            return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1))
+
+        def block(up: nn.Module, cout: int) -> list[nn.Module]:
+            return [up, nn.BatchNorm2d(cout), nn.ReLU(),
                     nn.Conv2d(cout, cout, 1), nn.BatchNorm2d(cout), nn.ReLU()]
 
-        layers = block(nn.ConvTranspose2d(embed_dim, channels[0], 4, 1, 0), channels[0])
+        layers = block(nn.ConvTranspose2d(embed_dim, channels[0], 4, 1, 0), channels[0])   # 1 x 1 -> 4 x 4
         for cin, cout in zip(channels, channels[1:]):
-            layers += block(nn.ConvTranspose2d(cin, cout, 4, 2, 1), cout)
-        layers += [nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1), nn.Tanh()]
+            layers += block(upscale(cin, cout), cout)
+        layers += [upscale(channels[-1], 3), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.net(embedding[:, :, None, None])
+    def forward(self, features: torch.Tensor, source_rows: int) -> torch.Tensor:
+        """features: f of S in the first `source_rows` rows, of T in the rest."""
+        if self.standardise:
+            parts = (features[:source_rows], features[source_rows:])
+            features = torch.cat([norm(part) for norm, part in zip(self.standardise, parts) if len(part)])
+        return self.net(features[:, :, None, None])
 
 
 class TernaryDiscriminator(nn.Module):
@@ -153,7 +197,8 @@ class DomainTransferNetwork(TransformMethod):
 
     def __init__(self, params, common, image_size: int = 64):
         super().__init__(params, common, image_size)
-        self.g = EmbeddingGenerator(EMBEDDING_DIM, params.g_width, image_size)
+        self.g = EmbeddingGenerator(F_DIM[params.f_layer], params.g_width, image_size, params.g_upsample,
+                                    params.f_standardise)
         self.D = TernaryDiscriminator(params.d_width, image_size)
         self.f = None   # FaceNet, attached by setup(); fixed, never saved with the method
 
@@ -176,6 +221,7 @@ class DomainTransferNetwork(TransformMethod):
             raise RuntimeError("dtn needs f: call setup(root) (the training loop does)")
         p, opt = self.params, self.optimizers
         f_s, f_t, t = batch["f"], batch["target_f"], batch["target_image"]
+        kept = batch["f_const"] if "f_const" in batch else f_s   # f(s) at const_layer, what L_CONST keeps
         n_s, n_t, device = len(f_s), len(f_t), t.device
         if step < p.tid_warmup:
             return self.warmup_step(f_s, f_t, t)
@@ -194,27 +240,40 @@ class DomainTransferNetwork(TransformMethod):
         loss_d.backward()
         opt["D"].step()
 
-        # ---------------- 2. g: look like a real t to D, keep f, be the identity on T, be smooth
+        # ---------------- 2. g, `g_steps` times on this batch: look like a real t to D, keep f, be the
+        # identity on T, be smooth
+        alpha = self.alpha_at(step - p.tid_warmup)
+        for _ in range(p.g_steps):
+            losses = self.generator_step(f_s, f_t, t, kept, alpha, generator)
+        return {"loss_d": loss_d.item()} | losses
+
+    def generator_step(self, f_s, f_t, t, kept, alpha: float, generator) -> dict[str, float]:
+        """One Adam step of g on L_G = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV."""
+        p, n_s, n_t, device = self.params, len(f_s), len(f_t), t.device
         fake_s, fake_t = self.generate_both(f_s, f_t)
         logits = self.D(torch.cat([fake_s, fake_t, t])).float()[:n_s + n_t]
         loss_gang = 2 * F.cross_entropy(logits, classes(n_s + n_t, REAL_T, device))
-        alpha = self.alpha_at(step - p.tid_warmup)
         if alpha > 0:   # f reads the first const_faces of the batch (the batch is drawn at random)
             k = p.const_faces or n_s
             seen = fake_s[:k]
             if p.const_shift or p.const_blur:
                 seen = shift_and_blur(seen, p.const_shift, p.const_blur, generator)
-            loss_const = (1 - F.cosine_similarity(self.f(seen).float(), f_s[:k].float(), dim=1)).mean()
+            loss_const = (1 - F.cosine_similarity(self.f_of(seen).float(), kept[:k].float(), dim=1)).mean()
         else:   # no f pass while alpha is 0 (the start of the ramp)
             loss_const = torch.zeros((), device=device)
         loss_tid = F.mse_loss(fake_t.float(), t.float())
         loss_tv = total_variation(fake_s, per_image_sum=True) + total_variation(fake_t, per_image_sum=True)
         loss_g = loss_gang + alpha * loss_const + p.beta * loss_tid + p.gamma * loss_tv
-        opt["g"].zero_grad(set_to_none=True)
+        opt = self.optimizers["g"]
+        opt.zero_grad(set_to_none=True)
         loss_g.backward()
-        opt["g"].step()
-        return {"loss_d": loss_d.item(), "loss_gang": loss_gang.item(), "loss_const": loss_const.item(),
-                "loss_tid": loss_tid.item(), "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+        opt.step()
+        return {"loss_gang": loss_gang.item(), "loss_const": loss_const.item(), "loss_tid": loss_tid.item(),
+                "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+
+    def f_of(self, images: torch.Tensor) -> torch.Tensor:
+        """f(images) at `const_layer`, what L_CONST compares (differentiable w.r.t. the images)."""
+        return self.f.features(images)[self.params.const_layer]
 
     def alpha_at(self, game_step: int) -> float:
         """alpha, raised linearly from 0 over the first `alpha_ramp` game steps (ours; the paper: constant)."""
@@ -226,7 +285,7 @@ class DomainTransferNetwork(TransformMethod):
         sees at test time. Separate batches normalise S and T each by their own statistics, which hides
         the gap between the two clusters of embeddings in training but not in eval mode, where every
         G(s) then comes out the same."""
-        fakes = self.g(torch.cat([f_s, f_t]))
+        fakes = self.g(torch.cat([f_s, f_t]), len(f_s))
         return fakes[:len(f_s)], fakes[len(f_s):]
 
     def warmup_step(self, f_s, f_t, t):
@@ -256,30 +315,34 @@ class DomainTransferNetwork(TransformMethod):
         frame = read_manifest(set_folder(root, "celeba"))
         test = frame.loc[frame["split"] == "test", "path"].to_numpy()
         chosen = np.random.default_rng(self.common.seed).permutation(len(test))[:n]
-        f_s = torch.from_numpy(load_features(root, "celeba", test[chosen])["embedding"])
+        layer = self.params.f_layer
+        f_s = torch.from_numpy(load_features(root, "celeba", test[chosen], kinds=(layer,))[layer])
 
         @torch.no_grad()
         def fid() -> dict[str, float]:
-            fakes = torch.cat([self.g.eval()(chunk.to(self.device())).float().cpu() for chunk in f_s.split(64)])
+            fakes = torch.cat([self.g.eval()(chunk.to(self.device()), len(chunk)).float().cpu()
+                               for chunk in f_s.split(64)])
             self.g.train()
             return {f"fid_{len(f_s)}": fid_kid_of(fakes, reference, kid_subsets=10)["fid"]}
         return fid
 
     # ---------------------------------------------------------------- use
     def transform(self, crops) -> Transformed:
-        """G(x) = g(f(x)); each note gives f-constancy cos(f(x), f(G(x)))."""
+        """G(x) = g(f(x)); each note gives the identity kept, cos of FaceNet's embeddings of photo and avatar."""
         with autocast_like_training(self.device()):
-            f_s = self.embed(crops)
-            avatars = self.g.eval()(f_s).float()
-            kept = cosine(f_s.cpu().numpy(), self.embed(avatars).cpu().numpy())
-        notes = [f"{self.params.target} avatar; f-constancy cos(f(photo), f(avatar)) = {k:.3f}" for k in kept]
+            f_s = self.embed(crops, self.params.f_layer)
+            avatars = self.g.eval()(f_s, len(f_s)).float()
+            kept = cosine(self.embed(crops).cpu().numpy(), self.embed(avatars).cpu().numpy())
+        notes = [f"{self.params.target} avatar; identity kept: cos(FaceNet(photo), FaceNet(avatar)) = {k:.3f}"
+                 for k in kept]
         return Transformed(avatars.cpu(), {}, notes)
 
     @torch.no_grad()
-    def embed(self, photos: torch.Tensor, batch: int = 64) -> torch.Tensor:
-        """f(photos): (N, 3, H, W) in [-1, 1] -> (N, E)."""
+    def embed(self, photos: torch.Tensor, layer: str = "embedding", batch: int = 64) -> torch.Tensor:
+        """FaceNet's `layer` of photos: (N, 3, H, W) in [-1, 1] -> (N, D); by default the identity embedding."""
         device = self.device()
-        return torch.cat([self.f(photos[i:i + batch].to(device)).float() for i in range(0, len(photos), batch)])
+        return torch.cat([self.f.features(photos[i:i + batch].to(device))[layer].float()
+                          for i in range(0, len(photos), batch)])
 
     def sample_grid(self, generator):
         """Rows of 8: training faces, their G(s); avatars, their G(t)."""
@@ -287,8 +350,8 @@ class DomainTransferNetwork(TransformMethod):
             raise RuntimeError("dtn.sample_grid needs example images (start_training sets them)")
         g = self.g.eval()
         with torch.no_grad():
-            rows = [self.examples["image"][:8], g(self.examples["f"][:8]),
-                    self.examples["target_image"][:8], g(self.examples["target_f"][:8])]
+            rows = [self.examples["image"][:8], g(self.examples["f"][:8], 8),
+                    self.examples["target_image"][:8], g(self.examples["target_f"][:8], 0)]
         self.g.train()
         return torch.cat([r.float().to(rows[0].device) for r in rows])
 
@@ -300,12 +363,14 @@ class DomainTransferNetwork(TransformMethod):
         from facegan.data.datasets import load_images, set_folder
         from facegan.pretrained.features import load_features
 
-        def with_f(name: str) -> TrainingData:
+        def with_f(name: str, layers: tuple[str, ...]) -> TrainingData:
             images, frame = load_images(set_folder(root, name), ["train"])
-            f = load_features(root, name, frame["path"])
-            return TrainingData(images, values={"f": (f["embedding"], None)})
+            f = load_features(root, name, frame["path"], kinds=layers)
+            return TrainingData(images, values={"f": (f[layers[0]], None)} |
+                                ({"f_const": (f[layers[1]], None)} if len(layers) > 1 else {}))
 
-        faces, targets = with_f("celeba"), with_f(params.target)
+        faces = with_f("celeba", tuple(dict.fromkeys((params.f_layer, params.const_layer))))
+        targets = with_f(params.target, (params.f_layer,))
         if targets.images.shape[1:] != faces.images.shape[1:]:
             raise ValueError(f"{params.target} images are {targets.images.shape[1]} px but the faces are "
                              f"{faces.images.shape[1]}: set render_avatars.size equal to align.size")
@@ -317,8 +382,10 @@ class DomainTransferNetwork(TransformMethod):
         """Faces with random unit f(s), and n // 2 targets with theirs."""
         rng = np.random.default_rng(seed)
         faces, targets = random_images(rng, n, image_size), random_images(rng, n // 2, image_size)
-        f_s, f_t = random_unit(rng, n), random_unit(rng, n // 2)
-        return TrainingData(faces, values={"f": (f_s, None)},
+        f_s, f_t = (random_unit(rng, k, F_DIM[params.f_layer]) for k in (n, n // 2))
+        kept = ({"f_const": (random_unit(rng, n, F_DIM[params.const_layer]), None)}
+                if params.const_layer != params.f_layer else {})
+        return TrainingData(faces, values={"f": (f_s, None)} | kept,
                             aux={"target": TrainingData(targets, values={"f": (f_t, None)})})
 
     def evaluate(self, context) -> dict:
@@ -333,12 +400,17 @@ class DomainTransferNetwork(TransformMethod):
         targets, target_frame = load_images(set_folder(context.root, p.target), ["test"])
         photos, real_t = to_tensor(faces), to_tensor(targets)
         device = self.device()
-        f_s = torch.from_numpy(load_features(context.root, "celeba", frame["path"])["embedding"]).to(device)
-        f_t = torch.from_numpy(load_features(context.root, p.target, target_frame["path"])["embedding"]).to(device)
+        # g reads f at f_layer; identity (f-constancy, retrieval) is judged on FaceNet's embedding either way
+        layers = tuple(dict.fromkeys((p.f_layer, "embedding")))
+        cached_s = load_features(context.root, "celeba", frame["path"], kinds=layers)
+        f_s = torch.from_numpy(cached_s["embedding"])
+        g_in_s = torch.from_numpy(cached_s[p.f_layer]).to(device)
+        g_in_t = torch.from_numpy(load_features(context.root, p.target, target_frame["path"],
+                                                kinds=(p.f_layer,))[p.f_layer]).to(device)
         with autocast_like_training(device):
-            outputs = torch.cat([self.g.eval()(f_s[i:i + batch]).float() for i in range(0, len(f_s), batch)])
+            outputs = torch.cat([self.g.eval()(chunk, len(chunk)).float() for chunk in g_in_s.split(batch)])
             f_gs = self.embed(outputs)
-            outputs_t = torch.cat([self.g(f_t[i:i + batch]).float() for i in range(0, len(f_t), batch)])
+            outputs_t = torch.cat([self.g(chunk, 0).float() for chunk in g_in_t.split(batch)])
         outputs, outputs_t = outputs.cpu(), outputs_t.cpu()
         result = {"test_faces": len(photos), "test_targets": len(real_t), "target": p.target}
         result.update(f_constancy(f_s.cpu().numpy(), f_gs.cpu().numpy(), settings.seed))
