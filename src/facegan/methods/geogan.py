@@ -71,7 +71,11 @@ each measured by evaluate@geogan (transfer / identity of a 0.925 ceiling / FID):
   horizontal streaks in the mask and the outputs.
 - batch 16 (theirs: 1; our earlier 32): twice the game steps in the budget;
   0.70 / 0.91 / 45 and, run again, 0.71 / 0.89 / 47 at 3 minutes, streaks
-  gone; continued to 12 minutes 0.86 / 0.89 / 43.
+  gone; continued to 12 minutes 0.86 / 0.89 / 43. The fresh-clone default
+  run (issue 20): 0.61 / 0.91 / 45 at 3 minutes (301 steps), continued to 12
+  (821 steps) 0.84 / 0.88 / 44; landmark error after/before 0.52 and 0.48.
+  `attribute: Eyeglasses` at the default 3 minutes: 0.77 / 0.86 of a 0.95
+  ceiling / FID 100 (against the 70 test faces with glasses).
 Tried and not kept: lambda_mask 0.5 (0.67 / 0.87 / 70: double exposure);
 moving averages of G's parts for inference (`ema_decay` 0.999: 0.74 / 0.86 / 73,
 the averaged mask keeps the early streaks; kept as an option, off);
