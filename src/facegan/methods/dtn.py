@@ -330,19 +330,23 @@ class DomainTransferNetwork(TransformMethod):
     def transform(self, crops) -> Transformed:
         """G(x) = g(f(x)); each note gives the identity kept, cos of FaceNet's embeddings of photo and avatar."""
         with autocast_like_training(self.device()):
-            f_s = self.embed(crops, self.params.f_layer)
-            avatars = self.g.eval()(f_s, len(f_s)).float()
-            kept = cosine(self.embed(crops).cpu().numpy(), self.embed(avatars).cpu().numpy())
+            f_s = self.features_of(crops)   # one FaceNet pass: g's input and the identity embedding
+            avatars = self.g.eval()(f_s[self.params.f_layer], len(crops)).float()
+            kept = cosine(f_s["embedding"].cpu().numpy(), self.embed(avatars).cpu().numpy())
         notes = [f"{self.params.target} avatar; identity kept: cos(FaceNet(photo), FaceNet(avatar)) = {k:.3f}"
                  for k in kept]
         return Transformed(avatars.cpu(), {}, notes)
 
     @torch.no_grad()
+    def features_of(self, photos: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
+        """FaceNet's layers of photos (N, 3, H, W) in [-1, 1], in one pass: {"pool": (N, 1792), "embedding": (N, 512)}."""
+        device = self.device()
+        parts = [self.f.features(photos[i:i + batch].to(device)) for i in range(0, len(photos), batch)]
+        return {layer: torch.cat([part[layer].float() for part in parts]) for layer in F_DIM}
+
     def embed(self, photos: torch.Tensor, layer: str = "embedding", batch: int = 64) -> torch.Tensor:
         """FaceNet's `layer` of photos: (N, 3, H, W) in [-1, 1] -> (N, D); by default the identity embedding."""
-        device = self.device()
-        return torch.cat([self.f.features(photos[i:i + batch].to(device))[layer].float()
-                          for i in range(0, len(photos), batch)])
+        return self.features_of(photos, batch)[layer]
 
     def sample_grid(self, generator):
         """Rows of 8: training faces, their G(s); avatars, their G(t)."""
