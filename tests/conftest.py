@@ -142,8 +142,10 @@ def open_report(html: Path) -> dict:
 # ---------------------------------------------------------------- tiny methods, shared by the method tests
 TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "beholder": {"g_width": 4, "d_width": 4, "z_dim": 16, "raters": 5},
-                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2},
-                "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "alpha_ramp": 0},
+                "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2,
+                          "attributes": ["Blond_Hair", "Attractive", "Male", "Young"]},
+                "dtn": {"g_width": 4, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "alpha_ramp": 0,
+                        "f_components": 8},
                 "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8},
                 "geogan": {"width": 4, "d_width": 4, "warmup": 0, "refine_start": 0}}
 
@@ -225,6 +227,7 @@ def term_reaches(method_name: str, weight: str, network: str, batch_size: int = 
             method.setup(root, "cpu")
         batches = make_batches(tiny_data(method=method_name), batch_size, 0, flip=method.flip_augment)
         method.prepare(batches.labels)
+        method.fit_to_training_data(batches)
         method.start_training(batches.examples(8, "cpu"))
         method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
         outcomes.append(getattr(method, network).state_dict())

@@ -33,6 +33,9 @@ def test_repository_params_load():
     ({"ingest.celeba.split": {"train": 0.9, "val": 0.1, "test": 0.1}}, r"ingest\.celeba\.split: .*sum to 1"),
     ({"align.device": "tpu"}, r"align\.device: expected 'auto', 'cpu' or 'cuda"),
     ({"render_avatars": [1, 2]}, r"render_avatars: expected a mapping"),
+    ({"evaluate.fader.recommended_alpha": {"Mal": 2.0}}, r"evaluate\.fader\.recommended_alpha: 'Mal' is not allowed"),
+    ({"evaluate.fader.recommended_alpha": {"Male": 0.5}}, r"recommended_alpha\.Male: 0\.5 is out of range"),
+    ({"evaluate.fader.recommended_alpha": [2.0]}, r"recommended_alpha: expected a mapping of str to float"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,6 +18,7 @@ from conftest import term_reaches, tiny_data, tiny_params, trained_project
 def dtn(pretrained_root):
     method = build_method("dtn", tiny_params())
     method.setup(pretrained_root, "cpu")
+    method.fit_to_training_data(make_batches(tiny_data(method="dtn"), 4, 0, flip=False))
     method.optimizers = method.configure_optimizers()
     return method
 
@@ -46,6 +47,7 @@ def test_warmup_trains_g_alone_then_the_game_starts_with_a_fresh_adam(pretrained
     method.setup(pretrained_root, "cpu")
     method.optimizers = method.configure_optimizers()
     batches = make_batches(tiny_data(method="dtn"), 4, 0, flip=False)
+    method.fit_to_training_data(batches)
     d_before = {k: v.clone() for k, v in method.D.state_dict().items()}
     for step in range(2):   # warm-up: only g moves, no f pass, no D
         losses = method.train_step(batches.batch(step, "cpu"), step, step_generator(0, step, 0))
@@ -136,13 +138,18 @@ def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, 
 
 
 # ---------------------------------------------------------------- mechanism: does g draw avatars that keep f?
-def dtn_with(root, **own):
+def dtn_with(root, f_t=None, **own):
+    """A tiny DTN with f attached and g's principal axes fitted to f_t (the tiny synthetic set's by default)."""
     params = tiny_params()
     params = dataclasses.replace(params, train=dataclasses.replace(
         params.train, dtn=dataclasses.replace(params.train.dtn, **own)))
     torch.manual_seed(0)
     method = build_method("dtn", params)
     method.setup(root, "cpu")
+    if f_t is None:
+        method.fit_to_training_data(make_batches(tiny_data(method="dtn"), 4, 0, flip=False))
+    else:
+        method.g.fit_basis(f_t)
     method.optimizers = method.configure_optimizers()
     return method
 
@@ -168,14 +175,17 @@ def avatars_and_faces(tmp_path_factory, mirror, pretrained_root):
     method = dtn_with(pretrained_root)
     layer = method.params.f_layer
     return {"t": t, "s": s, "f_t": method.embed(t, layer), "f_s": method.embed(s, layer),
-            "f_const": method.embed(s, method.params.const_layer), "e_s": method.embed(s)}
+            "f_const": method.embed(s, method.params.const_layer), "e_s": method.embed(s),
+            "f_t_const": method.embed(t, method.params.const_layer)}
 
 
 def test_g_learns_to_draw_the_avatars_from_their_f(avatars_and_faces, pretrained_root):
     """The warm-up alone (L_TID + L_TV, no D, no f pass): g maps f(t) -> t for a handful of avatars."""
     data = avatars_and_faces
-    method = dtn_with(pretrained_root, g_width=16, tid_warmup=1000)
-    losses = [method.train_step({"f": data["f_s"], "target_f": data["f_t"], "target_image": data["t"]}, step,
+    method = dtn_with(pretrained_root, data["f_t"], g_width=16, tid_warmup=1000, f_components=6)
+    batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"],
+             "target_f_const": data["f_t_const"], "target_image": data["t"]}
+    losses = [method.train_step(batch, step,
                                 step_generator(0, step, 0))["loss_tid"] for step in range(150)]
     assert losses[0] > 0.2 and np.mean(losses[-5:]) < 0.04, (losses[0], losses[-5:])
 
@@ -185,8 +195,10 @@ def test_a_short_game_draws_smooth_avatars_that_keep_f(avatars_and_faces, pretra
     TV (colour noise, the failure this guards against, has ~10 x theirs; the 3-minute pipeline run 1.8 x)
     and f(G(s)) is nearer f(s) than f of the other photos' G(s')."""
     data = avatars_and_faces
-    method = dtn_with(pretrained_root, g_width=16, d_width=8, tid_warmup=100, alpha_ramp=10)   # default losses
-    batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"], "target_image": data["t"]}
+    method = dtn_with(pretrained_root, data["f_t"], g_width=16, d_width=8, tid_warmup=100, alpha_ramp=10,
+                      f_components=6)   # default losses
+    batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"],
+             "target_f_const": data["f_t_const"], "target_image": data["t"]}
     for step in range(160):
         method.train_step(batch, step, step_generator(0, step, 0))
     with torch.no_grad():
@@ -213,3 +225,37 @@ def test_standardised_f_of_both_domains_reaches_g_in_one_distribution():
         half = len(read) // 2
         for part in (read[:half], read[half:]):
             assert part.mean().abs() < 0.15 and (part.std() - 1).abs() < 0.15
+
+
+def test_g_first_layer_is_the_transposed_convolution_of_a_1x1_input():
+    """ProjectTo4x4 (a linear map) computes what ConvTranspose2d(cin, cout, 4, 1, 0) computes on (N, cin, 1, 1)."""
+    from facegan.methods.dtn import ProjectTo4x4
+
+    torch.manual_seed(0)
+    transposed, projected = torch.nn.ConvTranspose2d(12, 5, 4, 1, 0, bias=False), ProjectTo4x4(12, 5)
+    with torch.no_grad():
+        projected.linear.weight.copy_(transposed.weight.reshape(12, 5 * 16).T)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(projected(x), transposed(x[:, :, None, None]))
+
+
+def test_g_reads_only_the_directions_the_targets_span():
+    """f_components: fit_basis finds T's principal axes (here 3 planted in 20 dims), and whatever f(s) holds
+    outside them (where g's first layer never saw a target) does not reach g's image."""
+    from facegan.methods.dtn import EmbeddingGenerator
+
+    generator = torch.Generator().manual_seed(0)
+    axes = torch.linalg.qr(torch.randn(20, 20, generator=generator))[0]
+    f_t = torch.randn(200, 3, generator=generator) * torch.tensor([5.0, 3.0, 2.0]) @ axes[:, :3].T
+    g = EmbeddingGenerator(20, 4, 64, "resize", standardise=False, components=3)
+    with pytest.raises(RuntimeError, match="fit_basis"):
+        g(f_t[:4], 0)
+    g.fit_basis(f_t)
+    found = g.basis @ g.basis.T                               # projector onto the fitted axes
+    torch.testing.assert_close(found, axes[:, :3] @ axes[:, :3].T, atol=1e-4, rtol=0)
+    for _ in range(30):                                       # running statistics of both domains
+        g(torch.cat([torch.randn(8, 20, generator=generator), f_t[:8]]), 8)
+    g.eval()
+    f_s = torch.randn(6, 20, generator=generator)
+    off_axes = torch.randn(6, 17, generator=generator) @ axes[:, 3:].T
+    torch.testing.assert_close(g(f_s + 10 * off_axes, 6), g(f_s, 6), atol=1e-4, rtol=0)

@@ -29,6 +29,7 @@ def test_one_training_step(name, pretrained_root):
     method.setup(pretrained_root, "cpu")
     batches = make_batches(tiny_data(method=name), 8, 0, flip=method.flip_augment)
     method.prepare(batches.labels)
+    method.fit_to_training_data(batches)
     method.start_training(batches.examples(8, "cpu"))
     batch = batches.batch(0, "cpu")
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}

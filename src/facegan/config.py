@@ -309,15 +309,18 @@ class BeholderParams(MethodParams):
 
 @dataclass(frozen=True)
 class FaderParams(MethodParams):
-    attributes: list[str] = listed(["Blond_Hair", "Attractive", "Male", "Young"], CELEBA_ATTRIBUTES)
+    attributes: list[str] = listed(["Male", "Young"], CELEBA_ATTRIBUTES)
     width: int = bounded(32, 2, 1024)          # E's first block; doubled per block up to max_width
     max_width: int = bounded(512, 2, 4096)
     latent_size: int = bounded(2, 1, 64)       # side of E's latent map (the paper: 2)
     lr: float = bounded(2e-4, 1e-7, 1.0)       # Adam for the autoencoder and the latent discriminator
     beta1: float = bounded(0.5, 0.0, 0.999)
     lambda_e: float = bounded(0.05, 0.0)       # target weight of -log P(1 - y | E(x)) in L_AE
-    lambda_warmup: int = bounded(500, 0)       # steps with lambda_E = 0 (the autoencoder alone)
-    lambda_steps: int = bounded(1500, 0)       # then linear from 0 to lambda_e over this many steps
+    lambda_warmup: int = bounded(0, 0)         # steps with lambda_E = 0 (the autoencoder alone)
+    lambda_steps: int = bounded(300, 0)        # then linear from 0 to lambda_e over this many steps
+    dis_steps: int = bounded(3, 1, 100)        # latent-discriminator steps per autoencoder step (the paper: 1)
+    adversary: Literal["flip", "uniform"] = "uniform"   # E's target for the discriminator: 1 - y (the paper) or 1/2
+    replay: int = bounded(16, 1, 10_000)       # recent batches' latents the extra discriminator steps draw from
 
 
 @dataclass(frozen=True)
@@ -325,11 +328,14 @@ class DTNParams(MethodParams):
     target: Literal["avatars", "emoji"] = "avatars"   # T: rendered avatars, or the Noto emoji faces
     f_layer: Literal["pool", "embedding"] = "pool"    # g's input f(x): FaceNet's 1792-d pool or 512-d embedding
     const_layer: Literal["embedding", "pool"] = "embedding"   # the layer L_CONST keeps (the paper: f_layer)
+    const_centred: bool = True   # L_CONST on f's offsets from each domain's mean (the paper: f itself)
+    f_components: int = bounded(64, 0, 1792)   # g reads f on T's top principal axes (0: all of f)
     g_width: int = bounded(32, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling (the paper: 512 at 4)
     g_upsample: Literal["transposed", "resize"] = "resize"   # g's x2 upscaling convolution (the paper: "upscaling")
     f_standardise: bool = True                 # g reads f standardised per domain (ours; the paper: as it is)
     d_width: int = bounded(32, 2, 1024)        # D: w channels at 32 x 32, doubled per halving
     lr: float = bounded(1e-3, 1e-7, 1.0)
+    d_lr: float = bounded(0.0, 0.0, 1.0)        # D's learning rate (0: lr)
     beta1: float = bounded(0.5, 0.0, 0.999)
     alpha: float = bounded(30.0, 0.0)          # L_CONST = 1 - cos weight (the paper: 100 on its MSE)
     beta: float = bounded(100.0, 0.0)          # L_TID weight (the paper: 1; see methods/dtn.py)
@@ -438,6 +444,12 @@ class BeholderEval:
 @dataclass(frozen=True)
 class FaderEval:
     identity_faces: int = bounded(200, 2, 100_000)   # test faces whose swaps dlib checks for identity
+    # the slider value that swaps each attribute on: alpha (absent -> present) and 1 - alpha (present ->
+    # absent); the authors' README: "alpha_max=2 is usually enough" for gender and glasses, 10 for age
+    recommended_alpha: dict[str, float] = field(
+        default_factory=lambda: {"Male": 2.0, "Eyeglasses": 2.0, "Young": 10.0},
+        metadata={"choices": tuple(CELEBA_ATTRIBUTES), "min": 1.0, "max": 100.0})
+    probe_faces: int = bounded(4000, 10, 1_000_000)   # training faces the fresh linear probe on E(x) learns from
 
 
 @dataclass(frozen=True)
@@ -506,6 +518,8 @@ def _type_name(tp) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping of {} to {}".format(*(_type_name(t) for t in typing.get_args(tp)))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -533,6 +547,18 @@ def _convert(tp, value: Any, key: str, meta: Mapping) -> Any:
             if choices and item not in choices:
                 raise ConfigError(f"{key}[{i}]: {item!r} is not allowed; choose from {', '.join(choices)}")
         return items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        key_type, value_type = typing.get_args(tp)
+        choices = meta.get("choices")
+        out = {}
+        for name, item in value.items():
+            name = _convert(key_type, name, f"{key} key {name!r}", {})
+            if choices and name not in choices:
+                raise ConfigError(f"{key}: {name!r} is not allowed; choose from {', '.join(choices)}")
+            out[name] = _convert(value_type, item, f"{key}.{name}", {"min": meta.get("min"), "max": meta.get("max")})
+        return out
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

@@ -74,8 +74,8 @@ PAPER_FIGURES: dict[str, list[PaperFigure]] = {
     "fader": [PaperFigure(
         "attribute swaps judged by people and by a classifier (Tables 1–2)",
         "human naturalness/accuracy and classifier swap accuracy for Mouth_Slightly_Open, Smiling, Eyeglasses",
-        "swap_acc",
-        "Different attributes (ours: Blond_Hair, Attractive, Male, Young), 256×256 there and 64×64 here, "
+        "swap_acc_recommended",
+        "Different attributes (ours: Male and Young, at the README's slider values), 256×256 there and 64×64 here, "
         "and people judge there: the numbers are not set side by side.")],
     "dtn": [PaperFigure(
         "face → emoji identity: retrieval of the source face from f(G(x)) among a large gallery",

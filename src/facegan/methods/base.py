@@ -198,6 +198,11 @@ class Method(nn.Module, ABC):
         """Called once with the whole training label set before training starts (or
         resumes): for statistics of the conditions that must travel with the weights."""
 
+    def fit_to_training_data(self, batches) -> None:
+        """Called once with the training batches (train/data.py) before training starts (or resumes, when
+        a checkpoint then restores what it fitted): for fixed statistics of the training data that the
+        networks are built on and that travel with the weights (DTN: T's principal axes of f)."""
+
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -16,29 +16,43 @@ Losses over a batch of m (x, y):
     L_dis = -1/m sum log P_dis(y | E(x))                                   (latent discriminator)
     L_AE  = 1/m sum ||Dec(E(x), y) - x||^2 - lambda_E log P_dis(1 - y | E(x))   (E and Dec)
 The squared error is averaged over pixels (as in the authors' code); the
-log-probabilities are summed over the A attributes. One discriminator step
-(E frozen, in eval mode) per autoencoder step (the discriminator in eval mode),
+log-probabilities are summed over the A attributes. `dis_steps` (3)
+discriminator steps (E frozen, in eval mode) per autoencoder step (the
+discriminator in eval mode): the first on this batch's E(x), the others on
+latents of one of the last `replay` (16) batches drawn at random (the paper and
+the authors' code: one step, n_lat_dis = 1, over 500k steps; in a few hundred
+steps one step let E fool a discriminator that lagged behind it, reaching the
+majority rate at lambda 0.005 with the attribute still readable from E(x)).
 Adam(lr, (0.5, 0.999)), gradient norms clipped at 5.
 
-lambda_E schedule: 0 for `lambda_warmup` steps (the autoencoder alone, the
-notes' recipe #2.1: training both from the start gave blurry faces that
-ignored y), then rising linearly to `lambda_e` over `lambda_steps` (#2.2; the
-paper rises linearly from 0 to 1e-4 over 500,000 steps).
+lambda_E schedule: linear from 0 at step 0 to `lambda_e` over `lambda_steps`
+(300), as the paper's (0 to 1e-4 over 500,000 steps). An earlier version of
+ours kept lambda_E at 0 for 300 steps first: the decoder then learned to
+reconstruct from E(x) alone and to ignore y, and a 3-minute run ended at
+lambda_E = 0.017 of its target.
+
+Evaluation (evaluate@fader): swaps at alpha = 1 - y and at the authors'
+slider values (`evaluate.fader.recommended_alpha`: their README takes gender
+and glasses to alpha = 2 and age to 10; switching off is 1 - alpha), the
+judge's present-rate over alpha in [-1, 2] (alpha_curve.png), identity of
+the swaps, and a fresh linear probe on the frozen E(x) per attribute.
 
 Editing: Dec(E(x), y') for any y' per attribute - 0 absent, 1 present, in
 between the slider, outside [0, 1] the paper's extrapolation (its figures use
 alpha in [-1, 2]).
 
 Departures from the paper: 64 x 64 faces (the pipeline's aligned crops), so 5
-encoder blocks instead of 7; lambda_e = 0.05 reached after 1,300 steps
+encoder blocks instead of 7; lambda_e = 0.05 reached after 300 steps
 instead of 1e-4 over 500k (a CPU budget of minutes: at 1e-3 the latent
 discriminator still read every attribute from E(x) after 1,400 steps and
 swaps rarely took; 0.05 made E(x) invariant at a 2 dB cost in PSNR - the
-sweep is in the issue-6 note); one model for the
-four attributes jointly (the paper also trains one per attribute).
+sweep is in the issue-6 note); the extra discriminator steps on replayed
+latents; one model for Male and Young jointly (the paper trains one per
+attribute; its README's examples slide these two).
 """
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +64,8 @@ from facegan.methods.base import (Metric, RequestError, TrainingData, TransformM
                                   Transformed, random_images, unwrap)
 
 CLIP_NORM = 5.0
-EVAL_SLIDER = np.linspace(0, 1, 8)   # slider values in the report's strips
+EVAL_SLIDER = np.linspace(-1, 2, 8)   # slider values in the report's strips (the paper's figures: [-1, 2])
+ALPHA_CURVE = np.linspace(-1, 2, 7)   # slider values of the swap curve (alpha_curve.png)
 
 
 def attribute_channels(y: torch.Tensor) -> torch.Tensor:
@@ -120,6 +135,14 @@ def attribute_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum") / len(y)
 
 
+def adversarial_nll(logits: torch.Tensor, y: torch.Tensor, adversary: str) -> torch.Tensor:
+    """E's adversarial term. "flip" (the paper): -log P(1 - y | E(x)). "uniform" (ours): the cross-entropy
+    with (1/2, 1/2), -1/2 (log P(0 | E(x)) + log P(1 | E(x))), least when the discriminator cannot tell."""
+    if adversary == "flip":
+        return attribute_nll(logits, 1 - y)
+    return -0.5 * F.log_softmax(logits.float(), dim=2).sum(2).sum(1).mean()
+
+
 def lambda_e_at(step: int, target: float, warmup: int, ramp: int) -> float:
     """0 during the warm-up, then linear to `target` over `ramp` steps, then `target`."""
     if step < warmup:
@@ -130,11 +153,15 @@ def lambda_e_at(step: int, target: float, warmup: int, ramp: int) -> float:
 class FaderNetwork(TransformMethod):
     name = "fader"
     headline = (Metric("reconstruction_psnr", "higher"),
-                Metric("swap_acc", "higher", "attribute acc.", note="swap_acc: the judge sees the flipped attribute"),
+                Metric("swap_acc_recommended", "higher", "attribute acc.",
+                       note="the judge sees the attribute flipped at the authors' slider value (Male 2, Young 10)"),
+                Metric("swap_acc", "higher", note="the same at alpha = 1 - y"),
                 Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
-                Metric("identity_acc", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
-                       "mean over the attribute swaps"),
-                Metric("identity_acc_reconstruction", "higher"))
+                Metric("identity_acc_recommended", "higher", "identity acc. / ceiling (dlib)", "identity_ceiling",
+                       "mean over the attribute swaps at the recommended slider value"),
+                Metric("identity_acc", "higher"), Metric("identity_acc_reconstruction", "higher"),
+                Metric("probe_balanced_acc", "lower",
+                       note="a fresh linear probe on the frozen E(x), balanced accuracy (0.5: E(x) holds no trace of y)"))
 
     def __init__(self, params, common, image_size: int = 64):
         super().__init__(params, common, image_size)
@@ -151,6 +178,9 @@ class FaderNetwork(TransformMethod):
         self.Dec = Decoder(widths, len(self.attributes))
         self.LD = LatentDiscriminator(widths[-1], params.latent_size, len(self.attributes))
         self.root = None   # the project, for the attribute judge that reads a photo's own attributes (setup)
+        # (latent, y) of the last `replay` batches, for the extra latent-discriminator steps; not saved
+        # (a resumed run refills it within `replay` steps)
+        self.replay: deque = deque(maxlen=params.replay)
         self._judge = None
 
     def trainable(self):
@@ -171,19 +201,26 @@ class FaderNetwork(TransformMethod):
         x, y = batch["image"], batch["attributes"]
         opt = self.optimizers
 
-        # ---------------- 1. latent discriminator: predict y from E(x), E fixed
+        # ---------------- 1. latent discriminator: predict y from E(x), E fixed; on this batch, then
+        # dis_steps - 1 times on latents of recent batches drawn from the replay
         self.E.eval()
         self.LD.train()
         with torch.no_grad():
             latent = self.E(x)
-        logits = self.LD(latent)
-        loss_dis = attribute_nll(logits, y)
-        opt["LD"].zero_grad(set_to_none=True)
-        loss_dis.backward()
-        nn.utils.clip_grad_norm_(unwrap(self.LD).parameters(), CLIP_NORM)
-        opt["LD"].step()
-        with torch.no_grad():
-            dis_accuracy = (logits.argmax(2) == y.long()).float().mean(0)
+        self.replay.append((latent, y))
+        for k in range(self.params.dis_steps):
+            seen, seen_y = (latent, y) if k == 0 else self.replay[
+                int(torch.randint(len(self.replay), (1,), generator=generator))]
+            logits = self.LD(seen)
+            loss = attribute_nll(logits, seen_y)
+            opt["LD"].zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(unwrap(self.LD).parameters(), CLIP_NORM)
+            opt["LD"].step()
+            if k == 0:
+                loss_dis = loss
+                with torch.no_grad():
+                    dis_accuracy = (logits.argmax(2) == y.long()).float().mean(0)
 
         # ---------------- 2. autoencoder: reconstruct x from (E(x), y), fool the discriminator
         self.E.train()
@@ -193,7 +230,7 @@ class FaderNetwork(TransformMethod):
         latent = self.E(x)
         reconstruction = self.Dec(latent, y)
         loss_rec = (reconstruction.float() - x.float()).pow(2).mean()
-        loss_adv = attribute_nll(self.LD(latent), 1 - y)   # -log P(1 - y | E(x))
+        loss_adv = adversarial_nll(self.LD(latent), y, self.params.adversary)
         loss_ae = loss_rec + lam * loss_adv
         opt["AE"].zero_grad(set_to_none=True)
         loss_ae.backward()
@@ -260,6 +297,52 @@ class FaderNetwork(TransformMethod):
         out = y.clone().float()
         out[:, attribute] = 1 - out[:, attribute]
         return out
+
+    def alpha_curve(self, decoded, judge, y: torch.Tensor, labels: np.ndarray):
+        """Per attribute and alpha in ALPHA_CURVE: the judge's present-rate over test faces without
+        (had 0) and with (had 1) the attribute, when the slider is set to alpha and the rest kept."""
+        import pandas as pd
+
+        rows = []
+        for k, name in enumerate(self.attributes):
+            column = judge.column(name)
+            for alpha in ALPHA_CURVE:
+                wanted = y.clone()
+                wanted[:, k] = float(alpha)
+                present = judge.predict(decoded(wanted))[:, column] >= 0.5
+                for had in (0, 1):
+                    chosen = labels[:, k] == had
+                    if chosen.any():
+                        rows.append({"attribute": name, "alpha": float(alpha), "had": had,
+                                     "present_rate": float(present[chosen].mean()), "faces": int(chosen.sum())})
+        return pd.DataFrame(rows)
+
+    def latent_probe(self, context, test_latents: torch.Tensor, test_labels: np.ndarray) -> dict:
+        """A fresh logistic regression per attribute on the frozen E(x) of `probe_faces` training faces,
+        scored on the test latents as balanced accuracy: 0.5 when E(x) holds no trace of the attribute
+        (the paper's invariance), which the latent discriminator it was trained against cannot vouch for."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import balanced_accuracy_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        from facegan.data.datasets import celeba_attributes, to_tensor
+
+        images, labels, _ = celeba_attributes(context.root, self.attributes, "train")
+        chosen = np.random.default_rng(context.shared.seed).permutation(len(images))[:context.own.probe_faces]
+        batch = context.shared.batch_size
+        train = torch.cat([self.encode(to_tensor(images[chosen[i:i + batch]])).float().cpu()
+                           for i in range(0, len(chosen), batch)]).flatten(1).numpy()
+        test = test_latents.float().cpu().flatten(1).numpy()
+        result = {"probe_faces": len(chosen)}
+        for k, name in enumerate(self.attributes):
+            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
+                                                                       class_weight="balanced"))
+            probe.fit(train, labels[chosen, k])
+            result[f"probe_balanced_acc_{name}"] = float(balanced_accuracy_score(test_labels[:, k],
+                                                                                 probe.predict(test)))
+        result["probe_balanced_acc"] = float(np.mean([result[f"probe_balanced_acc_{n}"] for n in self.attributes]))
+        return result
 
     def progress_probe(self, root, labels, n):
         """Swap accuracy on n fixed CelebA test faces (face i flips attribute i mod A), judged by the
@@ -356,6 +439,27 @@ class FaderNetwork(TransformMethod):
                 result[f"swap_acc_{name}_to_{value}"] = float((seen[rows] == value).mean()) if rows.any() else None
         result["swap_acc"] = float(np.mean([result[f"swap_acc_{n}"] for n in self.attributes]))
 
+        # ---------------- 2b. the same at the slider value the authors recommend per attribute (alpha to
+        # switch it on, 1 - alpha to switch it off; README of facebookresearch/FaderNetworks), and the
+        # judge's present-rate over alpha in [-1, 2] for faces without and with the attribute
+        recommended = {}
+        for k, name in enumerate(self.attributes):
+            alpha = context.own.recommended_alpha.get(name, 1.0)
+            wanted = y.clone()
+            wanted[:, k] = torch.where(y[:, k] > 0.5, 1 - alpha, alpha)
+            recommended[name] = decoded(wanted)
+            seen = judge.predict(recommended[name])[:, judge.column(name)] >= 0.5
+            result[f"swap_alpha_{name}"] = alpha
+            result[f"swap_acc_recommended_{name}"] = float((seen == 1 - labels[:, k]).mean())
+        result["swap_acc_recommended"] = float(np.mean([result[f"swap_acc_recommended_{n}"]
+                                                        for n in self.attributes]))
+        curve = self.alpha_curve(decoded, judge, y, labels)
+        curve.to_csv(context.report_dir / "alpha_curve.csv", index=False)
+        plot_alpha_curve(curve, context.report_dir / "alpha_curve.png")
+
+        # ---------------- 2c. a fresh linear probe on the frozen E(x): does the latent still hold y?
+        result.update(self.latent_probe(context, latents, labels))
+
         # ---------------- 3. FID/KID of swapped faces (face i swaps attribute i mod A) vs real test faces
         order = np.random.default_rng(settings.seed).permutation(len(photos))[:settings.n_samples]
         edited = torch.stack([swaps[self.attributes[j % len(self.attributes)]][i] for j, i in enumerate(order)])
@@ -376,7 +480,10 @@ class FaderNetwork(TransformMethod):
             swapped = check(outputs[check.chosen])
             result[f"identity_acc_swap_{name}"] = swapped["identity_acc"]
             result[f"identity_acc_swap_{name}_at_fixed"] = swapped["identity_acc_at_fixed"]
+            result[f"identity_acc_recommended_{name}"] = check(recommended[name][check.chosen])["identity_acc"]
         result["identity_acc"] = float(np.mean([result[f"identity_acc_swap_{n}"] for n in swaps]))
+        result["identity_acc_recommended"] = float(np.mean([result[f"identity_acc_recommended_{n}"]
+                                                            for n in swaps]))
 
         # ---------------- 5. latent discriminator on test latents: invariance of E(x)
         with torch.no_grad():
@@ -395,12 +502,38 @@ class FaderNetwork(TransformMethod):
         for i in shown[:4]:
             for k, name in enumerate(self.attributes):
                 strips.append(self.sliders(photos[i], y[i:i + 1], k, EVAL_SLIDER).float().cpu())
-                names.append(f"{i} {name} 0..1")
+                names.append(f"{i} {name} -1..2")
         context.save_grid(torch.cat(strips), names, "sliders.png", per_row=len(EVAL_SLIDER))
         curve = context.root / "reports" / "train" / self.name / "losses.csv"
         if curve.exists():
             plot_latent_discriminator(curve, self.attributes, result, context.report_dir / "latent_discriminator.png")
         return result
+
+
+def plot_alpha_curve(curve, path) -> None:
+    """The judge's present-rate of each attribute against the slider value, for faces without (dashed)
+    and with (solid) it: a working slider rises from 0 to 1 for both."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rows in curve.groupby("attribute", sort=False):
+        line = None
+        for had, style in ((0, "--"), (1, "-")):
+            part = rows[rows["had"] == had]
+            line, = ax.plot(part["alpha"], part["present_rate"], style, marker="o", ms=3,
+                            color=None if line is None else line.get_color(),
+                            label=f"{name} ({'with' if had else 'without'})")
+    ax.axvspan(0, 1, color="grey", alpha=0.1)
+    ax.set_xlabel("slider alpha (0 absent, 1 present; outside: extrapolation)")
+    ax.set_ylabel("judge: attribute present")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> None:

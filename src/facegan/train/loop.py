@@ -93,6 +93,7 @@ class Trainer:
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.method.prepare(None if batches.labels is None else batches.labels.to(context.device))
+        self.method.fit_to_training_data(batches)
         n = self.common.progress_samples
         self.probe = (self.method.progress_probe(Path(root), batches.labels, n)
                       if root is not None and n > 0 and context.writer else None)
