@@ -473,6 +473,7 @@ class FaderNetwork(TransformMethod):
         result["swap_acc_recommended"] = float(np.mean([result[f"swap_acc_recommended_{n}"]
                                                         for n in self.attributes]))
         curve = self.alpha_curve(decoded, judge, y, labels)
+        context.report_dir.mkdir(parents=True, exist_ok=True)
         curve.to_csv(context.report_dir / "alpha_curve.csv", index=False)
         plot_alpha_curve(curve, context.report_dir / "alpha_curve.png")
 
