@@ -138,18 +138,20 @@ def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, 
 
 
 # ---------------------------------------------------------------- mechanism: does g draw avatars that keep f?
-def dtn_with(root, f_t=None, **own):
-    """A tiny DTN with f attached and g's principal axes fitted to f_t (the tiny synthetic set's by default)."""
+def dtn_with(root, data=None, **own):
+    """A tiny DTN with f attached, g's principal axes and the domains' mean f fitted to `data` (the
+    avatars_and_faces fixture's; the tiny synthetic training set's by default)."""
     params = tiny_params()
     params = dataclasses.replace(params, train=dataclasses.replace(
         params.train, dtn=dataclasses.replace(params.train.dtn, **own)))
     torch.manual_seed(0)
     method = build_method("dtn", params)
     method.setup(root, "cpu")
-    if f_t is None:
+    if data is None:
         method.fit_to_training_data(make_batches(tiny_data(method="dtn"), 4, 0, flip=False))
     else:
-        method.g.fit_basis(f_t)
+        method.g.fit_basis(data["f_t"])
+        method.fit_domain_means(data["f_const"], data["f_t_const"])
     method.optimizers = method.configure_optimizers()
     return method
 
@@ -182,7 +184,7 @@ def avatars_and_faces(tmp_path_factory, mirror, pretrained_root):
 def test_g_learns_to_draw_the_avatars_from_their_f(avatars_and_faces, pretrained_root):
     """The warm-up alone (L_TID + L_TV, no D, no f pass): g maps f(t) -> t for a handful of avatars."""
     data = avatars_and_faces
-    method = dtn_with(pretrained_root, data["f_t"], g_width=16, tid_warmup=1000, f_components=6)
+    method = dtn_with(pretrained_root, data, g_width=16, tid_warmup=1000, f_components=6)
     batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"],
              "target_f_const": data["f_t_const"], "target_image": data["t"]}
     losses = [method.train_step(batch, step,
@@ -195,7 +197,7 @@ def test_a_short_game_draws_smooth_avatars_that_keep_f(avatars_and_faces, pretra
     TV (colour noise, the failure this guards against, has ~10 x theirs; the 3-minute pipeline run 1.8 x)
     and f(G(s)) is nearer f(s) than f of the other photos' G(s')."""
     data = avatars_and_faces
-    method = dtn_with(pretrained_root, data["f_t"], g_width=16, d_width=8, tid_warmup=100, alpha_ramp=10,
+    method = dtn_with(pretrained_root, data, g_width=16, d_width=8, tid_warmup=100, alpha_ramp=10,
                       f_components=6)   # default losses
     batch = {"f": data["f_s"], "f_const": data["f_const"], "target_f": data["f_t"],
              "target_f_const": data["f_t_const"], "target_image": data["t"]}
@@ -206,6 +208,24 @@ def test_a_short_game_draws_smooth_avatars_that_keep_f(avatars_and_faces, pretra
     assert total_variation(drawn, per_image_sum=True) <= 4 * total_variation(data["t"], per_image_sum=True)
     scores = f_constancy(data["e_s"].numpy(), method.embed(drawn).numpy(), 0)
     assert scores["f_constancy"] > scores["f_constancy_random_pairs"] + 0.1, scores
+
+
+def test_domain_means_are_fitted_once_over_the_whole_training_split(pretrained_root):
+    """const_centred: each domain's mean f at const_layer is that of ALL training faces / targets (not of the
+    batches seen so far), and L_CONST refuses to run before it is fitted."""
+    data = tiny_data(method="dtn")
+    batches = make_batches(data, 4, 0, flip=False)
+    method = dtn_with(pretrained_root)
+    kept_s = method.kept_features(batches.main.all_values())
+    kept_t = method.kept_features({"target_" + k: v for k, v in batches.aux["target"].all_values().items()}, "target_")
+    torch.testing.assert_close(method.const_means, torch.stack([kept_s.mean(0), kept_t.mean(0)]))
+    unfitted = build_method("dtn", tiny_params())   # the tiny params: no warm-up, so step 0 is a game step
+    unfitted.setup(pretrained_root, "cpu")
+    unfitted.g.fit_basis(batches.aux["target"].all_values()["f"])
+    unfitted.optimizers = unfitted.configure_optimizers()
+    assert unfitted.params.const_centred and unfitted.params.tid_warmup == 0
+    with pytest.raises(RuntimeError, match="fit_to_training_data"):
+        unfitted.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
 
 
 def test_standardised_f_of_both_domains_reaches_g_in_one_distribution():

@@ -281,18 +281,24 @@ class DomainTransferNetwork(TransformMethod):
                                     params.f_standardise, params.f_components)
         self.D = TernaryDiscriminator(params.d_width, image_size)
         self.f = None   # FaceNet, attached by setup(); fixed, never saved with the method
-        # the mean f of each domain at const_layer (rows: S, T), averaged over the training batches; with
-        # const_centred, L_CONST compares each face's and each avatar's offset from its own domain's mean
+        # the mean f of each domain at const_layer (rows: S, T) over the whole training split, fitted once
+        # (fit_to_training_data); with const_centred, L_CONST compares each face's and each avatar's offset
+        # from its own domain's mean
         self.register_buffer("const_means", torch.zeros(2, F_DIM[params.const_layer]))
-        self.register_buffer("const_batches", torch.zeros(()))
+        self.register_buffer("const_means_fitted", torch.zeros((), dtype=torch.bool))
 
     def setup(self, root: Path, device) -> None:
         self.attach_f(load_fixed_f(root, device))
 
     def fit_to_training_data(self, batches) -> None:
-        """g's principal axes of T's f, from every training target's f (f_components)."""
+        """From every training face's and target's cached f: g's principal axes of T's f (f_components)
+        and each domain's mean f at const_layer (const_centred)."""
+        device = self.device()
+        faces = {name: v.to(device) for name, v in batches.main.all_values().items()}
+        targets = {"target_" + name: v.to(device) for name, v in batches.aux["target"].all_values().items()}
         if self.params.f_components:
-            unwrap(self.g).fit_basis(batches.aux["target"].values["f"][0].to(self.device()))
+            unwrap(self.g).fit_basis(targets["target_f"])
+        self.fit_domain_means(self.kept_features(faces), self.kept_features(targets, "target_"))
 
     def attach_f(self, facenet) -> None:
         self.attach_fixed("f", facenet)
@@ -313,7 +319,6 @@ class DomainTransferNetwork(TransformMethod):
         f_s, f_t, t = batch["f"], batch["target_f"], batch["target_image"]
         kept = self.kept_features(batch)   # f(s) at const_layer, what L_CONST keeps
         n_s, n_t, device = len(f_s), len(f_t), t.device
-        self.update_domain_means(kept, self.kept_features(batch, "target_"))
         if step < p.tid_warmup:
             return self.warmup_step(f_s, f_t, t)
         if step == p.tid_warmup > 0:
@@ -351,6 +356,9 @@ class DomainTransferNetwork(TransformMethod):
                 seen = shift_and_blur(seen, p.const_shift, p.const_blur, generator)
             read, wanted = self.f_of(seen).float(), kept[:k].float()
             if p.const_centred:   # G(s)'s place among avatars is the face's place among faces
+                if not self.const_means_fitted:
+                    raise RuntimeError("const_centred L_CONST needs each domain's mean f: call "
+                                       "fit_to_training_data(batches) first (the training loop does)")
                 read, wanted = read - self.const_means[FROM_T], wanted - self.const_means[FROM_S]
             loss_const = (1 - F.cosine_similarity(read, wanted, dim=1)).mean()
         else:   # no f pass while alpha is 0 (the start of the ramp)
@@ -377,11 +385,10 @@ class DomainTransferNetwork(TransformMethod):
         return batch[prefix + "f_const"]
 
     @torch.no_grad()
-    def update_domain_means(self, kept_s: torch.Tensor, kept_t: torch.Tensor) -> None:
-        """Running (cumulative) means of f at const_layer over S's and T's training batches."""
-        self.const_batches += 1
-        batch_means = torch.stack([kept_s.float().mean(0), kept_t.float().mean(0)])
-        self.const_means += (batch_means - self.const_means) / self.const_batches
+    def fit_domain_means(self, kept_s: torch.Tensor, kept_t: torch.Tensor) -> None:
+        """The mean f at const_layer of S's faces (kept_s) and of T's targets (kept_t), all of them."""
+        self.const_means.copy_(torch.stack([kept_s.float().mean(0), kept_t.float().mean(0)]))
+        self.const_means_fitted.fill_(True)
 
     def f_of(self, images: torch.Tensor) -> torch.Tensor:
         """f(images) at `const_layer`, what L_CONST compares (differentiable w.r.t. the images)."""

@@ -340,11 +340,6 @@ class FaderNetwork(TransformMethod):
         """A fresh logistic regression per attribute on the frozen E(x) of `probe_faces` training faces,
         scored on the test latents as balanced accuracy: 0.5 when E(x) holds no trace of the attribute
         (the paper's invariance), which the latent discriminator it was trained against cannot vouch for."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import balanced_accuracy_score
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         from facegan.data.datasets import celeba_attributes, to_tensor
 
         images, labels, _ = celeba_attributes(context.root, self.attributes, "train")
@@ -353,15 +348,8 @@ class FaderNetwork(TransformMethod):
         train = torch.cat([self.encode(to_tensor(images[chosen[i:i + batch]])).float().cpu()
                            for i in range(0, len(chosen), batch)]).flatten(1).numpy()
         test = test_latents.float().cpu().flatten(1).numpy()
-        result = {"probe_faces": len(chosen)}
-        for k, name in enumerate(self.attributes):
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
-                                                                       class_weight="balanced"))
-            probe.fit(train, labels[chosen, k])
-            result[f"probe_balanced_acc_{name}"] = float(balanced_accuracy_score(test_labels[:, k],
-                                                                                 probe.predict(test)))
-        result["probe_balanced_acc"] = float(np.mean([result[f"probe_balanced_acc_{n}"] for n in self.attributes]))
-        return result
+        return {"probe_faces": len(chosen)} | fresh_linear_probe(train, labels[chosen], test, test_labels,
+                                                                 self.attributes)
 
     def progress_probe(self, root, labels, n):
         """Swap accuracy on n fixed CelebA test faces (face i flips attribute i mod A), judged by the
@@ -580,3 +568,30 @@ def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def fresh_linear_probe(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
+                       names: list[str]) -> dict:
+    """Per attribute (column k of the 0/1 labels): a standardised, L2-regularised (C = 0.1), class-balanced
+    logistic regression fit on `train`, its balanced accuracy on `test`; None with a note where a split
+    holds one class only (no balanced accuracy exists)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    result, probed = {}, []
+    for k, name in enumerate(names):
+        one_class = [f"{split} ({len(y)} faces)" for split, y in (("training", train_labels[:, k]),
+                                                                 ("test", test_labels[:, k]))
+                     if len(np.unique(y)) < 2]
+        if one_class:
+            result[f"probe_balanced_acc_{name}"] = None
+            result[f"probe_note_{name}"] = f"not probed: one class only in the {' and '.join(one_class)}"
+            continue
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced"))
+        probe.fit(train, train_labels[:, k])
+        result[f"probe_balanced_acc_{name}"] = float(balanced_accuracy_score(test_labels[:, k], probe.predict(test)))
+        probed.append(result[f"probe_balanced_acc_{name}"])
+    result["probe_balanced_acc"] = float(np.mean(probed)) if probed else None
+    return result

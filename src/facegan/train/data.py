@@ -60,6 +60,10 @@ class InMemoryBatches:
             out["attributes"] = self.labels[idx].to(device)
         return out
 
+    def all_values(self) -> dict[str, torch.Tensor]:
+        """Every image's values (unflipped), the whole set on every process: for statistics fitted once."""
+        return {name: ahead for name, (ahead, _) in self.values.items()}
+
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         idx = self.indices(step)
         sets = {"image": self.images, **self.paired}
