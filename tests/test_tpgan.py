@@ -30,12 +30,12 @@ def test_every_loss_term_is_finite_and_l_syn_is_their_weighted_sum(tpgan):
     method, batches = tpgan
     f_before = {k: v.clone() for k, v in method.f.state_dict().items()}
     losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
-    assert set(losses) == {"loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_tv",
-                           "loss_g"}
+    assert set(losses) == {"loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_id",
+                           "loss_tv", "loss_g"}
     assert all(np.isfinite(v) for v in losses.values())
-    assert losses["loss_ip"] > 0 and losses["loss_pixel_local"] > 0
+    assert losses["loss_ip"] > 0 and losses["loss_pixel_local"] > 0 and losses["loss_id"] > 0
     p = method.params
-    assert (p.lambda_sym, p.lambda_adv, p.lambda_ip, p.lambda_tv) == (0.3, 1e-3, 3e-3, 1e-4)   # the paper's
+    assert (p.lambda_sym, p.lambda_adv, p.lambda_tv) == (0.3, 1e-3, 1e-4)   # the paper's (L_ip: ours, docstring)
     assert all(torch.equal(v, f_before[k]) for k, v in method.f.state_dict().items())   # FaceNet is fixed
     assert not any(k.startswith("f.") for k in method.state_dict())
 
@@ -191,7 +191,72 @@ def test_frontalize_a_real_profile(tpgan_project, mirror, no_face_photo, monkeyp
     assert cli.main(["frontalize", str(profile), "--yaw", "120", "--out", str(out)]) == 2
 
 
-@pytest.mark.parametrize("weight", ["lambda_sym", "lambda_ip", "lambda_tv"])
+@pytest.mark.parametrize("weight", ["lambda_sym", "lambda_ip", "lambda_id", "lambda_tv"])
 def test_each_weighted_term_reaches_the_generator(weight, pretrained_root):
-    """L_sym, L_ip and L_tv each change G's step (a term left out of L_syn would not)."""
+    """L_sym, L_ip, L_id and L_tv each change G's step (a term left out of L_syn would not)."""
     assert term_reaches("tpgan", weight, "G", root=pretrained_root)
+
+
+def eight_people(size: int = 64):
+    """8 'people' as smooth faces of their own (a skin tone, dark eyes at a face-specific spacing and height, a
+    mouth of a face-specific width) on grey, and a 'profile' input of each: the face squeezed towards one side
+    (as a turned head is), the other side's eye hidden. Labels: the input's four patch centres and a yaw."""
+    g = torch.Generator().manual_seed(3)
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    frontals, inputs, labels = [], [], []
+    for person in range(8):
+        tone = torch.rand(3, generator=g) * 0.8 - 0.2
+        spacing, height, mouth = (8 + 6 * torch.rand(3, generator=g)).tolist()
+
+        def face(squeeze: float) -> torch.Tensor:
+            cx = size / 2 - (1 - squeeze) * size / 4
+            x = (xs - cx) / squeeze
+            image = torch.full((3, size, size), -0.2)
+            skin = (x / 20) ** 2 + ((ys - size / 2) / 26) ** 2 < 1
+            image[:, skin] = tone[:, None]
+            for side in (-1, 1):
+                eye = (x - side * spacing) ** 2 + (ys - size / 2 + height / 2) ** 2 < 9
+                if squeeze < 1 and side < 0:
+                    continue
+                image[:, eye & skin] = -0.9
+            image[:, (abs(x) < mouth / 2) & (abs(ys - size / 2 - 12) < 2) & skin] = -0.6
+            return image
+
+        frontals.append(face(1.0))
+        inputs.append(face(0.6))
+        centres = [[size / 2 - 0.4 * size / 4 - 0.6 * spacing, size / 2 - height / 2],
+                   [size / 2 - 0.4 * size / 4 + 0.6 * spacing, size / 2 - height / 2],
+                   [size / 2 - 0.1 * size, size / 2 + 2], [size / 2 - 0.1 * size, size / 2 + 12]]
+        labels.append(torch.tensor(sum(centres, []) + [60.0]))
+    return torch.stack(inputs), torch.stack(frontals), torch.stack(labels)
+
+
+def test_mechanism_eight_people_get_their_own_frontal_not_the_mean_face(pretrained_root):
+    """Issue 23's mechanism: trained on 8 fixed profile -> frontal pairs of different 'people', G's L1 to the
+    true frontals falls below 0.1 and its outputs stay as distinct as the people (collapse measure >= 0.5;
+    the mean face, the L1 optimum an under-trained G settles in first, scores 0)."""
+    import dataclasses
+
+    from facegan.metrics.frontalization import collapse_by_group
+
+    inputs, frontals, labels = eight_people()
+    params = tiny_params()
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, tpgan=dataclasses.replace(
+        params.train.tpgan, width=8, local_width=8, d_width=8, lr=2e-3, lambda_ip=0.0)))   # no FaceNet pass: 60 s
+    torch.manual_seed(0)
+    method = build_method("tpgan", params)
+    method.setup(pretrained_root, "cpu")
+    method.prepare(torch.cat([labels, torch.cat([labels[:1, :8], torch.zeros(1, 1)], 1)]))   # one frontal row
+    method.optimizers = method.configure_optimizers()
+    with torch.no_grad():
+        features = method.f.features(frontals)
+    batch = {"image": inputs, "frontal": frontals, "attributes": labels, "identity": torch.arange(8.0)[:, None],
+             "frontal_pool": features["pool"].float(), "frontal_embedding": features["embedding"].float()}
+    for step in range(150):
+        method.train_step(batch, step, step_generator(0, step, 0))
+    outputs = method.frontalize(inputs, labels[:, :8].reshape(-1, 4, 2))
+    l1 = float((outputs - frontals).abs().mean())
+    collapse = collapse_by_group(outputs, frontals, np.arange(8), np.zeros(8, int))["0"]
+    assert l1 < 0.1 and collapse >= 0.5, (l1, collapse)
+    assert collapse_by_group(frontals.mean(0, keepdim=True).expand(8, -1, -1, -1), frontals, np.arange(8),
+                             np.zeros(8, int))["0"] == 0

@@ -321,6 +321,10 @@ class FaderParams(MethodParams):
     dis_steps: int = bounded(3, 1, 100)        # latent-discriminator steps per autoencoder step (the paper: 1)
     adversary: Literal["flip", "uniform"] = "uniform"   # E's target for the discriminator: 1 - y (the paper) or 1/2
     replay: int = bounded(16, 1, 10_000)       # recent batches' latents the extra discriminator steps draw from
+    lambda_mmd: float = bounded(0.1, 0.0)      # weight of the MMD between E(x) of faces with / without each
+                                               # attribute (ours, after Louizos et al. 2016; the paper: 0)
+    lambda_linear: float = bounded(0.0, 0.0)   # weight of the squared separation of each attribute's classes
+                                               # along the best linear discriminant of recent E(x) (ours)
 
 
 @dataclass(frozen=True)
@@ -350,7 +354,7 @@ class DTNParams(MethodParams):
 
 @dataclass(frozen=True)
 class TPGANParams(MethodParams):
-    size: Literal[64, 128] = 128               # the global pathway's resolution (the paper: 128)
+    size: Literal[64, 128] = 64                # the global pathway's resolution (the paper: 128)
     width: int = bounded(16, 2, 1024)          # global pathway: w at S, 8w at S/16 (the paper: 64 .. 512)
     local_width: int = bounded(16, 2, 1024)    # local pathways: w at the patch, doubled per halving
     d_width: int = bounded(16, 2, 1024)
@@ -359,8 +363,12 @@ class TPGANParams(MethodParams):
     beta1: float = bounded(0.5, 0.0, 0.999)
     lambda_sym: float = bounded(0.3, 0.0)      # the paper's lambda_1 .. lambda_4
     lambda_adv: float = bounded(1e-3, 0.0)
-    lambda_ip: float = bounded(3e-3, 0.0)
+    lambda_ip: float = bounded(0.1, 0.0)       # (the paper: 3e-3 on its L1 of Light-CNN's features)
     lambda_tv: float = bounded(1e-4, 0.0)
+    ip_loss: Literal["l1", "cosine"] = "cosine"   # L_ip: 1 - cos of f's features (ours) | the paper's mean L1
+    mirror_input: bool = True                  # the global pathway reads the input and its mirror image (theirs)
+    lambda_id: float = bounded(0.1, 0.0)       # cross-entropy of the training person from the encoder's code
+    id_classes: int = bounded(64, 2, 100_000)  # that head's outputs: at least the training people
 
 
 @dataclass(frozen=True)

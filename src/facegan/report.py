@@ -87,7 +87,7 @@ PAPER_FIGURES: dict[str, list[PaperFigure]] = {
         PaperFigure("rank-1, Multi-PIE setting 2, ±90° (Table 1)", "64.03 %", "rank1_facenet_frontalized_with_distractors",
                     "Ours at 90°. 337 people there (gallery: the frontal image of each), 30 people here "
                     "(24 train, 6 test + 24 distractors in the gallery); Light-CNN there, FaceNet here; "
-                    "128×128 both."),
+                    "128×128 there, 64×64 here by default."),
         PaperFigure("rank-1, Multi-PIE setting 2, ±45° (Table 1)", "98.58 %", "rank1_facenet_frontalized_with_distractors",
                     "Ours at 45°; the same differences."),
     ],
