@@ -168,8 +168,28 @@ def test_evaluation_on_held_out_people(tpgan_project):
     assert found["0"] == 1.0 and found["90"] < 1.0    # dlib's frontal detector misses profiles: counted as misses
     assert result["probes_per_group"]["90"] == 24      # 2 people x 2 profiles x 6 flashes
     assert np.isfinite(result["psnr"]) and 0 < result["l1"] < 1
+    assert list(result["collapse_dlib_by_yaw"]) == yaws and result["collapse_min"] == min(
+        result["collapse_pixels_min"], result["collapse_dlib_min"])
     assert result["umist"]["people"] == 4 and result["umist"]["images"] == 60   # 19 images a person
     assert (report / "frontalization_by_yaw.png").exists() and (report / "umist_frontalization.png").exists()
+
+
+def test_collapse_measures_see_through_copied_tones(tpgan_project):
+    """The true frontals are as distinct as the people (1 on both measures); one mean face wearing each
+    person's mean colour differs in pixels but not in dlib's descriptor, so the partner measure catches it."""
+    from facegan.data.datasets import to_tensor
+    from facegan.data.multipie import load_pairs
+    from facegan.metrics.frontalization import collapse_measures
+
+    pairs = load_pairs(tpgan_project, "test", 64)
+    assert pairs["frontal_template"].shape == (68, 2) and (pairs["frontal_template"] < 64).all()
+    truth = to_tensor(pairs["frontals"])
+    honest = collapse_measures(truth, truth, pairs["rows"], pairs["frontal_template"])
+    assert honest["collapse_pixels_min"] == pytest.approx(1) and honest["collapse_dlib_min"] == pytest.approx(1)
+    mean_face = truth.mean(0, keepdim=True)
+    toned = (mean_face - mean_face.mean((2, 3), keepdim=True) + truth.mean((2, 3), keepdim=True)).clamp(-1, 1)
+    copied = collapse_measures(toned, truth, pairs["rows"], pairs["frontal_template"])
+    assert copied["collapse_dlib_min"] < 0.5 and copied["collapse_min"] == copied["collapse_dlib_min"], copied
 
 
 def test_frontalize_a_real_profile(tpgan_project, mirror, no_face_photo, monkeypatch, capsys):

@@ -181,7 +181,8 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 def load_pairs(root: Path, split: str, size: int) -> dict:
     """TP-GAN's pairs of one split from data/multipie at `size` pixels: inputs and frontals
     (N, size, size, 3) uint8, labels (N, 9) = the input's four patch centres (x, y, scaled to
-    `size`) and its yaw, and the pairs' rows (input path, identity, yaw, flash, frontal path)."""
+    `size`) and its yaw, the pairs' rows (input path, identity, yaw, flash, frontal path), and the
+    frontal template (68, 2): the training people's mean frontal landmarks at `size`."""
     from facegan.data.datasets import read_image_set
     from facegan.faces.pose import PATCHES, patch_centres
 
@@ -191,7 +192,7 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
     stored, frame = read_image_set(folder)
     pairs = pd.read_csv(folder / "pairs.csv")
     with np.load(folder / "landmarks.npz", allow_pickle=False) as f:
-        landmarks, paths = f["landmarks"], f["path"].astype(str)
+        landmarks, paths, template = f["landmarks"], f["path"].astype(str), f["frontal_template"]
     if list(paths) != frame["path"].astype(str).tolist():
         raise DataError(f"{folder}/landmarks.npz does not match manifest.csv row for row: run `dvc repro multipie`")
     pairs = pairs[frame.loc[pairs["input_row"], "split"].to_numpy() == split].reset_index(drop=True)
@@ -215,7 +216,8 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
                          "yaw": pairs["yaw"].to_numpy(),
                          "flash": frame.loc[pairs["input_row"], "flash"].astype(int).to_numpy(),
                          "frontal_path": frame.loc[pairs["frontal_row"], "path"].to_numpy()})
-    return {"inputs": inputs, "frontals": frontals, "labels": labels, "rows": rows}
+    return {"inputs": inputs, "frontals": frontals, "labels": labels, "rows": rows,
+            "frontal_template": (template * size / side).astype(np.float32)}
 
 
 def frontal_photos(root: Path, split: str, flash: int, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -169,12 +169,14 @@ MMD_SCALES = (0.25, 1.0, 4.0)   # RBF bandwidths, times the batch's median squar
 
 
 def latent_mmd(latent: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum over attributes of the (biased, V-statistic) squared MMD (Gretton et al. 2012) between the batch's E(x) of faces
-    with and without the attribute: a mixture of RBF kernels exp(-||z - z'||^2 / (s m)), m the batch's median
-    squared distance (no gradient through it), s in MMD_SCALES. Zero exactly when no kernel mean tells the two
-    apart, so, unlike the latent discriminator's current guess, it cannot be fooled by moving the attribute
-    somewhere the discriminator has not yet looked (Louizos et al. 2016, "The Variational Fair Autoencoder",
-    penalise it for the same purpose). An attribute with fewer than 2 faces on a side adds 0."""
+    """Sum over attributes of the (biased, V-statistic) squared MMD (Gretton et al. 2012) between the batch's
+    E(x) of faces with and without the attribute: a mixture of RBF kernels exp(-||z - z'||^2 / (s m)), m the
+    batch's median squared distance (no gradient through it), s in MMD_SCALES. Its population value is zero
+    exactly when no kernel mean tells the two distributions apart (the batch estimate keeps a positive floor of
+    order 1/batch, partly from the constant diagonal k(z, z) = 1, which carries no gradient), so, unlike the
+    latent discriminator's current guess, it cannot be fooled by moving the attribute somewhere the
+    discriminator has not yet looked (Louizos et al. 2016, "The Variational Fair Autoencoder", penalise it for
+    the same purpose). An attribute with fewer than 2 faces on a side adds 0."""
     z = latent.flatten(1).float()
     squared = torch.cdist(z, z).pow(2)
     median = squared.detach().median().clamp_min(1e-8)

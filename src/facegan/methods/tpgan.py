@@ -232,7 +232,8 @@ class TPGAN(TransformMethod):
               "loss_g")
     headline = (Metric("psnr", "higher"),
                 Metric("collapse_min", "higher", "collapse (min over yaw)",
-                       note="outputs' spread across people over their true frontals' (1 distinct, 0 one face)"),
+                       note="outputs' spread across people over their true frontals' (1 distinct, 0 one face), "
+                            "the smaller of pixels and dlib descriptors"),
                 Metric("rank1_facenet_raw_with_distractors", "context", "rank-1 raw → frontalized (FaceNet, 30 people)",
                        "rank1_facenet_frontalized_with_distractors"),
                 Metric("rank1_dlib_raw_with_distractors", "context", beside="rank1_dlib_frontalized_with_distractors"))

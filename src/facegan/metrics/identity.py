@@ -29,11 +29,7 @@ FOLDS = 10
 
 @functools.lru_cache(maxsize=4)
 def _template_shape(size: int, eye_distance: float, eye_y: float):
-    import dlib
-
-    points = template_pixels(size, eye_distance, eye_y)
-    rect = dlib.rectangle(0, 0, size - 1, size - 1)
-    return dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in points])
+    return fixed_shape(template_pixels(size, eye_distance, eye_y), size)
 
 
 def _descriptor_chunk(chips: list) -> np.ndarray:
@@ -44,11 +40,24 @@ def _descriptor_chunk(chips: list) -> np.ndarray:
 def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float, workers: int = 2,
                      chunk: int = 32) -> np.ndarray:
     """(N, H, W, 3) uint8 aligned crops -> (N, 128) dlib ResNet descriptors."""
+    return descriptors_at(images, _template_shape(images.shape[1], eye_distance, eye_y), workers, chunk)
+
+
+def descriptors_at(images: np.ndarray, shape, workers: int = 2, chunk: int = 32) -> np.ndarray:
+    """dlib descriptors of crops that share one framing: the chip is cut at the fixed landmarks `shape`
+    (a dlib.full_object_detection), no detector (which fails on blurred generator outputs)."""
     import dlib
 
-    shape = _template_shape(images.shape[1], eye_distance, eye_y)
     chips = [dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25) for im in images]
     return chip_descriptors(chips, workers, chunk)
+
+
+def fixed_shape(points: np.ndarray, size: int):
+    """A dlib.full_object_detection of the (68, 2) landmarks `points` in a size x size crop."""
+    import dlib
+
+    return dlib.full_object_detection(dlib.rectangle(0, 0, size - 1, size - 1),
+                                      [dlib.point(int(round(x)), int(round(y))) for x, y in points])
 
 
 def chip_descriptors(chips: list, workers: int = 2, chunk: int = 32) -> np.ndarray:
