@@ -16,13 +16,18 @@ from facegan.train.loop import step_generator
 from conftest import tiny_data, tiny_params, trained_project
 
 
-def tiny_fader():
-    method = build_method("fader", tiny_params())
+def tiny_fader(**fader):
+    params = tiny_params()
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, fader=dataclasses.replace(params.train.fader, **fader)))
+    method = build_method("fader", params)
     return method.eval(), len(method.attributes)
 
 
-def test_decoder_takes_the_attributes_at_every_layer():
-    method, n_attr = tiny_fader()
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_decoder_takes_the_attributes_at_every_layer(upsample):
+    method, n_attr = tiny_fader(upsample=upsample)
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in method.Dec.modules()) == (upsample == "transpose")
     latent = torch.randn(3, 16, 2, 2)
     y = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0], [0.2, 1, 0.5, 1]])
     inputs = []

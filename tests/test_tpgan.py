@@ -9,7 +9,7 @@ from facegan import cli
 from facegan.faces.pose import PATCHES, patch_box
 from facegan.methods import build_method
 from facegan.methods.tpgan import LABEL_COLUMNS, patch_sizes, symmetry_loss
-from facegan.metrics.frontalization import rank1, symmetry_error
+from facegan.metrics.frontalization import face_region, rank1, symmetry_error, verification_by_group
 from facegan.metrics.pixels import psnr
 from facegan.train.data import make_batches
 from facegan.train.loop import step_generator
@@ -91,6 +91,38 @@ def test_rank1_counts_a_face_not_found_as_a_miss():
     assert rank1(probes, ids, gallery, ["a", "b", "c"], "euclidean").tolist() == [True, True, False, True]
 
 
+def test_verification_separates_own_frontal_from_strangers():
+    rng = np.random.default_rng(0)
+    gallery, gallery_ids = rng.normal(size=(30, 16)), np.arange(30)
+    probe_ids = np.repeat(np.arange(6), 20)
+    groups = np.tile(["15", "90"], 60)
+    close = gallery[probe_ids] + rng.normal(0, 0.1, (120, 16))
+    accuracy = verification_by_group(close, probe_ids, gallery, gallery_ids, groups)
+    assert list(accuracy) == ["15", "90"] and min(accuracy.values()) > 0.95
+    unrelated = verification_by_group(rng.normal(size=(120, 16)), probe_ids, gallery, gallery_ids, groups)
+    assert max(unrelated.values()) < 0.75
+
+
+def test_face_region_keeps_the_face_and_greys_the_rest():
+    """The face drawn inside the landmark hull fills the cut's centre; the background below the chin and in
+    the corners goes grey."""
+    import cv2
+
+    side = 64
+    jaw = [np.r_[32 + 20 * np.cos(t), 30 + 22 * np.sin(t)] for t in np.linspace(0, np.pi, 17)]
+    brows = [np.r_[17 + 3 * k, 24] for k in range(10)]
+    inner = [np.r_[24 + k % 17, 30 + k // 17 * 4] for k in range(41)]
+    points = np.stack(jaw + brows + inner).astype(np.float32)
+    assert points.shape == (68, 2)
+    image = np.full((1, side, side, 3), 255, np.uint8)                  # white background
+    cv2.fillConvexPoly(image[0], cv2.convexHull(points.astype(np.int32)), (200, 120, 90))
+    cut = face_region(image, points)
+    assert cut.shape == image.shape
+    assert tuple(cut[0, side // 2, side // 2]) == (200, 120, 90)       # the face, centred
+    assert tuple(cut[0, 0, 0]) == tuple(cut[0, -1, -1]) == (128, 128, 128)
+    assert (cut[0, -1] == 128).all()                                    # below the chin: grey
+
+
 def test_umist_pose_from_the_sequence(mirror, tmp_path):
     from facegan.config import SourceParams
     from facegan.data.manifest import write_manifest
@@ -168,6 +200,11 @@ def test_evaluation_on_held_out_people(tpgan_project):
     assert found["0"] == 1.0 and found["90"] < 1.0    # dlib's frontal detector misses profiles: counted as misses
     assert result["probes_per_group"]["90"] == 24      # 2 people x 2 profiles x 6 flashes
     assert np.isfinite(result["psnr"]) and 0 < result["l1"] < 1
+    for key in ("face_region_rank1_facenet_raw_with_distractors", "face_region_rank1_facenet_frontalized",
+                "face_region_rank1_dlib_frontalized_with_distractors", "verification_facenet_raw",
+                "verification_facenet_frontalized", "face_region_verification_facenet_frontalized"):
+        assert list(result[key]) == yaws and all(0 <= v <= 1 for v in result[key].values()), key
+    assert (report / "face_region.png").exists()
     assert list(result["collapse_dlib_by_yaw"]) == yaws and result["collapse_min"] == min(
         result["collapse_pixels_min"], result["collapse_dlib_min"])
     assert result["umist"]["people"] == 4 and result["umist"]["images"] == 60   # 19 images a person

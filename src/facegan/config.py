@@ -313,6 +313,8 @@ class FaderParams(MethodParams):
     width: int = bounded(32, 2, 1024)          # E's first block; doubled per block up to max_width
     max_width: int = bounded(512, 2, 4096)
     latent_size: int = bounded(2, 1, 64)       # side of E's latent map (the paper: 2)
+    upsample: Literal["transpose", "resize"] = "transpose"   # Dec's 2x step: ConvTranspose 4x4 (the paper) or
+                                               # nearest x2 + Conv 3x3 (no checkerboard; Odena et al. 2016)
     lr: float = bounded(2e-4, 1e-7, 1.0)       # Adam for the autoencoder and the latent discriminator
     beta1: float = bounded(0.5, 0.0, 0.999)
     lambda_e: float = bounded(0.05, 0.0)       # target weight of -log P(1 - y | E(x)) in L_AE

@@ -181,8 +181,9 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 def load_pairs(root: Path, split: str, size: int) -> dict:
     """TP-GAN's pairs of one split from data/multipie at `size` pixels: inputs and frontals
     (N, size, size, 3) uint8, labels (N, 9) = the input's four patch centres (x, y, scaled to
-    `size`) and its yaw, the pairs' rows (input path, identity, yaw, flash, frontal path), and the
-    frontal template (68, 2): the training people's mean frontal landmarks at `size`."""
+    `size`) and its yaw, the pairs' rows (input path, identity, yaw, flash, frontal path), the inputs'
+    landmarks (N, 68, 2; the stage's rule: detector or yaw model) and the frontal template (68, 2): the
+    training people's mean frontal landmarks, both at `size`."""
     from facegan.data.datasets import read_image_set
     from facegan.faces.pose import PATCHES, patch_centres
 
@@ -217,6 +218,7 @@ def load_pairs(root: Path, split: str, size: int) -> dict:
                          "flash": frame.loc[pairs["input_row"], "flash"].astype(int).to_numpy(),
                          "frontal_path": frame.loc[pairs["frontal_row"], "path"].to_numpy()})
     return {"inputs": inputs, "frontals": frontals, "labels": labels, "rows": rows,
+            "input_landmarks": (landmarks[pairs["input_row"].to_numpy()] * size / side).astype(np.float32),
             "frontal_template": (template * size / side).astype(np.float32)}
 
 

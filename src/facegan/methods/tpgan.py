@@ -236,7 +236,12 @@ class TPGAN(TransformMethod):
                             "the smaller of pixels and dlib descriptors"),
                 Metric("rank1_facenet_raw_with_distractors", "context", "rank-1 raw → frontalized (FaceNet, 30 people)",
                        "rank1_facenet_frontalized_with_distractors"),
-                Metric("rank1_dlib_raw_with_distractors", "context", beside="rank1_dlib_frontalized_with_distractors"))
+                Metric("rank1_dlib_raw_with_distractors", "context", beside="rank1_dlib_frontalized_with_distractors"),
+                Metric("face_region_rank1_facenet_raw_with_distractors", "context",
+                       "face region only: rank-1 raw → frontalized (FaceNet)",
+                       "face_region_rank1_facenet_frontalized_with_distractors",
+                       note="every image cut to its face: clothes and background shared with the gallery no longer "
+                            "help"))
 
     def __init__(self, params, common, image_size: int = 128):
         super().__init__(params, common, image_size)

@@ -16,6 +16,15 @@ so each figure is also given `_with_distractors`: the training people's
 frontal photos join the gallery (30 people, chance 1/30; the training people
 are never probes).
 
+Face-region protocol (`face_region_*`): the same identification and verification
+with every image cut to its face (`face_region`: grey outside the hull of the
+68 landmarks, the brows raised to keep the forehead, the box scaled to the
+side): inputs at their own landmarks (the multipie stage's rule), frontal
+photos and frontalisations at the frontal template. The same-session gallery
+shares clothes, hair and background with every probe; here they cannot help.
+Verification (`verification_facenet_*`): balanced genuine / impostor pairs of
+probe and gallery photo, accuracy per |yaw| with a cross-validated threshold.
+
 UMIST (never trained on): 20 people turning from profile to frontal; the last
 image of each sequence (the most frontal) is the gallery, the others probes.
 Its pose is only the position in the sequence; yaw ~ 90 (1 - i / (n - 1)),
@@ -108,6 +117,53 @@ def collapse_measures(outputs: torch.Tensor, truth: torch.Tensor, rows: pd.DataF
     return result
 
 
+def verification_by_group(probes: np.ndarray, probe_ids, gallery: np.ndarray, gallery_ids, groups,
+                          seed: int = 0) -> dict[str, float]:
+    """Per group: verification accuracy (the LFW protocol: threshold cross-validated over folds) of balanced
+    pairs, each probe with its person's gallery photo (genuine) and with one other gallery person's drawn at
+    random (impostor); cosine distance of FaceNet's unit embeddings. Rank-1 asks whether the own frontal is the
+    nearest of 30; this asks whether one distance threshold, fitted per yaw, separates own from stranger
+    across people. dlib is left out: its detector misses most profiles (identification counts those)."""
+    from facegan.metrics.identity import cross_validated_accuracy
+
+    probes, gallery = np.asarray(probes, np.float64), np.asarray(gallery, np.float64)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+    probe_ids, gallery_ids, groups = (np.asarray(x).astype(str) for x in (probe_ids, gallery_ids, groups))
+    rng = np.random.default_rng(seed)
+    own = np.array([np.flatnonzero(gallery_ids == person)[0] for person in probe_ids])
+    other = np.array([rng.choice(np.flatnonzero(gallery_ids != person)) for person in probe_ids])
+    cosine = lambda i: 1 - (unit(probes) * unit(gallery[i])).sum(1)   # noqa: E731
+    distances, same = np.r_[cosine(own), cosine(other)], np.r_[np.ones(len(own), bool), np.zeros(len(own), bool)]
+    pair_groups = np.r_[groups, groups]
+    return {g: cross_validated_accuracy(distances[pair_groups == g], same[pair_groups == g], seed=seed)["accuracy"]
+            for g in sorted(set(groups.tolist()), key=lambda v: (len(v), v))}
+
+
+def face_region(images: np.ndarray, landmarks: np.ndarray, forehead: float = 0.3) -> np.ndarray:
+    """The face alone, for an identification that clothes, hair and background cannot help (a same-session
+    gallery shares them with every probe): outside the convex hull of the 68 landmarks, with the brows raised
+    by `forehead` x the brow-to-chin height to keep the forehead, the image is grey; the hull's square box is
+    then scaled to the image's side. images (N, S, S, 3) uint8; landmarks (N, 68, 2) or one (68, 2) for all."""
+    import cv2
+
+    side = images.shape[1]
+    landmarks = np.broadcast_to(np.asarray(landmarks, np.float32), (len(images), 68, 2))
+    out = np.empty_like(images)
+    for k, (image, points) in enumerate(zip(images, landmarks)):
+        brows = points[17:27].copy()
+        brows[:, 1] -= forehead * (points[:, 1].max() - brows[:, 1].mean())
+        hull = cv2.convexHull(np.concatenate([points, brows]).astype(np.float32)).reshape(-1, 2)
+        mask = np.zeros((side, side), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1)
+        grey = np.where(mask[..., None] > 0, image, np.uint8(128))
+        (x0, y0), (x1, y1) = hull.min(0), hull.max(0)
+        box = max(x1 - x0, y1 - y0, 1.0)
+        scale = side / box
+        matrix = np.float32([[scale, 0, side / 2 - scale * (x0 + x1) / 2], [0, scale, side / 2 - scale * (y0 + y1) / 2]])
+        out[k] = cv2.warpAffine(grey, matrix, (side, side), flags=cv2.INTER_LINEAR, borderValue=(128, 128, 128))
+    return out
+
+
 def identification(raw: np.ndarray, frontalized: torch.Tensor, probe_ids, gallery: np.ndarray, gallery_ids,
                    groups, facenet, detectors, distractors: tuple[np.ndarray, np.ndarray] | None = None,
                    workers: int = 2) -> dict:
@@ -144,6 +200,10 @@ def identification(raw: np.ndarray, frontalized: torch.Tensor, probe_ids, galler
             if distractors is not None:
                 hits = rank1(probes[kind], probe_ids, reference, everyone_ids, metric)
                 result[f"rank1_{recognizer}_{kind}_with_distractors"] = by_group(hits, groups)
+    reference, probes = features["facenet"]
+    for kind in images:
+        result[f"verification_facenet_{kind}"] = verification_by_group(probes[kind], probe_ids, reference,
+                                                                      everyone_ids, groups)
     for kind in images:
         result[f"dlib_face_found_{kind}"] = by_group(found[kind].astype(float), groups)
     result["probes_per_group"] = {str(g): int(c) for g, c in zip(*np.unique(np.asarray(groups), return_counts=True))}
@@ -188,6 +248,16 @@ def evaluate_frontalization(frontalize, centres_at, facenet, size: int, context)
     result.update(identification(test["inputs"][probe_rows], outputs[probe_rows], ids[probe_rows],
                                  test["inputs"][gallery_rows], ids[gallery_rows], abs_yaw[probe_rows], facenet,
                                  own.detectors, distractors))
+    # the face-region protocol: the same identification with every image cut to its face (inputs at their own
+    # landmarks, frontal photos and frontalisations at the frontal template)
+    template, landmarks = test["frontal_template"], test["input_landmarks"]
+    region = identification(face_region(test["inputs"][probe_rows], landmarks[probe_rows]),
+                            to_tensor(face_region(to_uint8(outputs[probe_rows]), template)), ids[probe_rows],
+                            face_region(test["inputs"][gallery_rows], template), ids[gallery_rows],
+                            abs_yaw[probe_rows], facenet, own.detectors,
+                            (face_region(distractors[0], template), distractors[1]))
+    result.update({f"face_region_{k}": v for k, v in region.items() if k.startswith(("rank1_", "verification_"))})
+    face_region_grid(rows, test["inputs"], outputs, landmarks, template, own.gallery_flash, context)
     multipie_grid(rows, inputs, outputs, truth, own.gallery_flash, context)
     if own.umist:
         result["umist"] = evaluate_umist(frontalize, centres_at, facenet, size, context)
@@ -203,6 +273,16 @@ def multipie_grid(rows, inputs, outputs, truth, flash, context) -> None:
         tiles += [inputs[chosen], outputs[chosen], truth[chosen]]
         labels += [f"{person} input", "frontalized", "true frontal"]
     context.save_grid(torch.cat(tiles), labels, "frontalization_by_yaw.png", per_row=len(tiles[0]))
+
+
+def face_region_grid(rows, inputs, outputs, landmarks, template, flash, context) -> None:
+    """What the face-region protocol's recognizers see: one test person's inputs and frontalisations, cut."""
+    person = sorted(rows["identity"].unique())[0]
+    chosen = np.array(rows[(rows["identity"] == person) & (rows["flash"] == flash)].sort_values("yaw").index)
+    tiles = [to_tensor(face_region(inputs[chosen], landmarks[chosen])),
+             to_tensor(face_region(to_uint8(outputs[chosen]), template))]
+    context.save_grid(torch.cat(tiles), [f"{person} input, face region", "frontalized, face region"],
+                      "face_region.png", per_row=len(chosen))
 
 
 def umist_inputs(root: Path, size: int) -> tuple[np.ndarray, pd.DataFrame]:
