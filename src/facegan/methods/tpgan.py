@@ -56,6 +56,18 @@ also uses it in Laplacian space); plain conv blocks instead of the paper's
 residual blocks, and channel widths scaled down (`width`, `local_width`) for
 a CPU; D's architecture, not given in the paper, is ours; local pathways go
 down 3 times at S = 128, 2 times at S = 64.
+
+What a 3-minute CPU run reaches (issue 23; ~370 steps at 64 px; FaceNet
+rank-1 of frontalised test faces at |yaw| 0 / 45 / 90, among the 6 test
+people / among the 30 with the training people's frontal photos as
+distractors): the default 0.83 / 0.68 / 0.54 and 0.57 / 0.33 / 0.06;
+lambda_id 0: 0.90 / 0.68 / 0.53 and 0.60 / 0.32 / 0.06; lambda_ip 0 (3x the
+steps, no FaceNet pass): 0.50 / 0.38 / 0.26 and 0.40 / 0.15 / 0.10. The
+outputs carry who the person is among the unseen people, but at large yaw
+they sit nearer a TRAINING person's frontal (the pairs' targets) than their
+own: with 24 people to learn from, G draws the training faces it knows.
+Collapse at worst 0.66 on pixels, 0.60 on dlib descriptors; the face-region protocol
+gives the same picture (0.04 at 90 degrees with distractors; raw 0.60).
 """
 from __future__ import annotations
 
