@@ -211,6 +211,16 @@ def test_evaluation_on_held_out_people(tpgan_project):
     assert (report / "frontalization_by_yaw.png").exists() and (report / "umist_frontalization.png").exists()
 
 
+def test_progress_probe_identifies_among_every_person(tpgan_project):
+    """The training-time figure uses the evaluation's harder gallery: the training people's frontals too."""
+    from facegan.train.loop import load_trained
+
+    method = load_trained("tpgan", tpgan_project)
+    method.setup(tpgan_project, "cpu")
+    figure = method.progress_probe(tpgan_project, None, 8)()
+    assert list(figure) == ["rank1_yaw60plus_with_distractors_8"] and 0 <= figure[list(figure)[0]] <= 1
+
+
 def test_collapse_measures_see_through_copied_tones(tpgan_project):
     """The true frontals are as distinct as the people (1 on both measures); one mean face wearing each
     person's mean colour differs in pixels but not in dlib's descriptor, so the partner measure catches it."""

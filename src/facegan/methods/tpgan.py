@@ -353,10 +353,11 @@ class TPGAN(TransformMethod):
 
     def progress_probe(self, root, labels, n):
         """Rank-1 identification (FaceNet, cosine) of up to n frontalized test inputs at |yaw| >= 60
-        among the test people's true frontals under the same flash (cached features): the paper's claim
-        at the yaws where it matters, on people training never saw."""
-        from facegan.data.datasets import to_tensor
-        from facegan.data.multipie import load_pairs
+        among ALL the people's true frontals under the same flash (cached features): the evaluation's
+        gallery with distractors. The training people's frontals are G's own targets, so a G that
+        redraws the faces it learnt (not the person in the input) is caught here, not only at the end."""
+        from facegan.data.datasets import read_image_set, to_tensor
+        from facegan.data.multipie import FRONTAL_CAMERA, load_pairs
         from facegan.metrics.frontalization import rank1
         from facegan.pretrained.features import load_features, multipie_frontal_name
 
@@ -364,8 +365,10 @@ class TPGAN(TransformMethod):
         rows = test["rows"]
         large = np.flatnonzero(rows["yaw"].abs().to_numpy() >= 60)
         chosen = np.random.default_rng(self.common.seed).permutation(large)[:n]
-        frontal = rows.drop_duplicates("frontal_path")
-        gallery = load_features(root, multipie_frontal_name(self.size), frontal["frontal_path"])["embedding"]
+        _, frame = read_image_set(Path(root) / "data" / "multipie")
+        frontal = frame[frame["camera"].astype(int) == int(FRONTAL_CAMERA)]
+        gallery = load_features(root, multipie_frontal_name(self.size), frontal["path"])["embedding"]
+        gallery_flash, gallery_ids = frontal["flash"].astype(int).to_numpy(), frontal["identity"].astype(str).to_numpy()
         probes = to_tensor(test["inputs"][chosen])
         centres = torch.from_numpy(test["labels"][chosen, :8].reshape(-1, 4, 2))
         flash, ids = rows["flash"].to_numpy()[chosen], rows["identity"].to_numpy()[chosen]
@@ -375,9 +378,9 @@ class TPGAN(TransformMethod):
             outputs = self.frontalize(probes, centres)
             self.G.train()
             embeddings = torch.cat([self.f(x.to(self.device())).float().cpu() for x in outputs.split(64)]).numpy()
-            hits = [rank1(embeddings[flash == f], ids[flash == f], gallery[frontal["flash"].to_numpy() == f],
-                          frontal.loc[frontal["flash"] == f, "identity"], "cosine") for f in np.unique(flash)]
-            return {f"rank1_yaw60plus_{len(chosen)}": float(np.concatenate(hits).mean())}
+            hits = [rank1(embeddings[flash == f], ids[flash == f], gallery[gallery_flash == f],
+                          gallery_ids[gallery_flash == f], "cosine") for f in np.unique(flash)]
+            return {f"rank1_yaw60plus_with_distractors_{len(chosen)}": float(np.concatenate(hits).mean())}
         return rank1_large_yaw
 
     # ---------------------------------------------------------------- use
