@@ -8,7 +8,7 @@ import torch
 from facegan import cli
 from facegan.faces.pose import PATCHES, patch_box
 from facegan.methods import build_method
-from facegan.methods.tpgan import LABEL_COLUMNS, patch_sizes, symmetry_loss
+from facegan.methods.tpgan import LABEL_COLUMNS, mirror_half, patch_sizes, symmetry_loss
 from facegan.metrics.frontalization import face_region, rank1, symmetry_error, verification_by_group
 from facegan.metrics.pixels import psnr
 from facegan.train.data import make_batches
@@ -38,6 +38,23 @@ def test_every_loss_term_is_finite_and_l_syn_is_their_weighted_sum(tpgan):
     assert (p.lambda_sym, p.lambda_adv, p.lambda_tv) == (0.3, 1e-3, 1e-4)   # the paper's (L_ip: ours, docstring)
     assert all(torch.equal(v, f_before[k]) for k, v in method.f.state_dict().items())   # FaceNet is fixed
     assert not any(k.startswith("f.") for k in method.state_dict())
+
+
+def test_a_training_step_with_mirror_augment(pretrained_root):
+    import dataclasses
+
+    from facegan.methods.tpgan import TPGAN
+
+    params = tiny_params()
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, tpgan=dataclasses.replace(params.train.tpgan, mirror_augment=True)))
+    method = build_method("tpgan", params)
+    method.setup(pretrained_root, "cpu")
+    batches = make_batches(TPGAN.synthetic_data(params.train.tpgan, 16, method.size), 8, 0, flip=False)
+    method.prepare(batches.labels)
+    method.optimizers = method.configure_optimizers()
+    losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
+    assert all(np.isfinite(v) for v in losses.values()) and losses["loss_ip"] > 0
 
 
 def test_template_is_the_mean_of_the_frontal_inputs(tpgan):
@@ -72,6 +89,21 @@ def test_patches_land_inside_the_image_at_the_template_positions(tpgan):
         # centres off the image still give whole patches inside it
         corner = g.crop(image, torch.full((1, 4, 2), -50.0), name)
         assert corner.shape == (1, 3, height, width)
+
+
+def test_mirror_half_flips_whole_pairs_and_swaps_the_eyes():
+    g = torch.Generator().manual_seed(0)
+    x, frontal = torch.randn(16, 3, 64, 64), torch.randn(16, 3, 64, 64)
+    centres = torch.tensor([[22.0, 27], [42, 27], [33, 38], [30, 48]]).expand(16, -1, -1).clone()
+    batch = {"frontal_pool": torch.zeros(16, 1792), "frontal_pool_mirrored": torch.ones(16, 1792),
+             "frontal_embedding": torch.zeros(16, 512), "frontal_embedding_mirrored": torch.ones(16, 512)}
+    fx, ffrontal, fcentres, features = mirror_half(x, frontal, centres, batch, g)
+    flipped = features["pool"][:, 0] == 1
+    assert 0 < flipped.sum() < 16 and torch.equal(features["embedding"][:, 0] == 1, flipped)
+    assert torch.equal(fx[flipped], x[flipped].flip(-1)) and torch.equal(ffrontal[flipped], frontal[flipped].flip(-1))
+    assert torch.equal(fx[~flipped], x[~flipped]) and torch.equal(fcentres[~flipped], centres[~flipped])
+    # the image-left eye (x = 63 - 42 = 21) is again patch 0; the nose and mouth mirror in place
+    assert fcentres[flipped][0].tolist() == [[21.0, 27], [41, 27], [30, 38], [33, 48]]
 
 
 def test_symmetry_and_pixel_metrics():
@@ -316,9 +348,10 @@ def test_mechanism_eight_people_get_their_own_frontal_not_the_mean_face(pretrain
     method.prepare(torch.cat([labels, torch.cat([labels[:1, :8], torch.zeros(1, 1)], 1)]))   # one frontal row
     method.optimizers = method.configure_optimizers()
     with torch.no_grad():
-        features = method.f.features(frontals)
+        features, mirrored = method.f.features(frontals), method.f.features(frontals.flip(-1))
     batch = {"image": inputs, "frontal": frontals, "attributes": labels, "identity": torch.arange(8.0)[:, None],
-             "frontal_pool": features["pool"].float(), "frontal_embedding": features["embedding"].float()}
+             **{f"frontal_{k}": features[k].float() for k in ("pool", "embedding")},
+             **{f"frontal_{k}_mirrored": mirrored[k].float() for k in ("pool", "embedding")}}
     for step in range(150):
         method.train_step(batch, step, step_generator(0, step, 0))
     outputs = method.frontalize(inputs, labels[:, :8].reshape(-1, 4, 2))

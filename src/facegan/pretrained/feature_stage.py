@@ -1,5 +1,5 @@
 """Stage `features`: fill the FaceNet feature cache (pretrained/features.py) for every stored set and
-Multi-PIE's frontals at each size TP-GAN may train at."""
+Multi-PIE's frontals at each size TP-GAN may train at (with their mirror images: TP-GAN's mirror_augment)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,6 +40,6 @@ def run_features(params, root: Path, device: str) -> dict:
     for size in params.multipie_sizes:
         images, paths = frontal_rows(root, size)
         name = multipie_frontal_name(size)
-        cache_set(facenet, images, paths, feature_path(root, name), params, device, False)
+        cache_set(facenet, images, paths, feature_path(root, name), params, device, True)   # for mirror_augment
         report[name] = {"images": len(paths)}
     return report

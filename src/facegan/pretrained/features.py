@@ -9,8 +9,8 @@ image gets the features of the flipped image (DTN's f(s) and f(t), TP-GAN's f(fr
 
 data/features/<set>.npz holds `path` (the set's manifest names, in manifest order), `pool`,
 `embedding` and, for mirrored sets, `pool_mirrored`, `embedding_mirrored` (float32). Multi-PIE's frontals (camera 051)
-are cached at each size TP-GAN may train at (`multipie_frontal_<size>.npz`), resized exactly as
-TP-GAN's pairs are (data/multipie.py `load_pairs`).
+are cached at each size TP-GAN may train at (`multipie_frontal_<size>.npz`, with their mirror images for
+TP-GAN's `mirror_augment`), resized exactly as TP-GAN's pairs are (data/multipie.py `load_pairs`).
 """
 from __future__ import annotations
 
