@@ -371,7 +371,7 @@ class TPGANParams(MethodParams):
     mirror_input: bool = True                  # the global pathway reads the input and its mirror image (theirs)
     lambda_id: float = bounded(0.1, 0.0)       # cross-entropy of the training person from the encoder's code
     id_classes: int = bounded(64, 2, 100_000)  # that head's outputs: at least the training people
-    mirror_augment: bool = True                # flip half of each batch's pairs (input, frontal, centres; ours)
+    mirror_augment: bool = False               # flip half of each batch's pairs (input, frontal, centres; ours)
 
 
 @dataclass(frozen=True)
