@@ -8,7 +8,8 @@ import torch
 from facegan import cli
 from facegan.faces.pose import PATCHES, patch_box
 from facegan.methods import build_method
-from facegan.methods.tpgan import LABEL_COLUMNS, mirror_half, patch_sizes, symmetry_loss
+from facegan.methods.tpgan import (LABEL_COLUMNS, frontal_prior, landmarks_from_centres, mirror_half,
+                                   patch_sizes, symmetry_loss)
 from facegan.metrics.frontalization import face_region, rank1, symmetry_error, verification_by_group
 from facegan.metrics.pixels import psnr
 from facegan.train.data import make_batches
@@ -22,6 +23,7 @@ def tpgan(pretrained_root):
     method.setup(pretrained_root, "cpu")
     batches = make_batches(tiny_data(method="tpgan"), 8, 0, flip=False)
     method.prepare(batches.labels)
+    method.fit_to_training_data(batches)
     method.optimizers = method.configure_optimizers()
     return method, batches
 
@@ -31,7 +33,8 @@ def test_every_loss_term_is_finite_and_l_syn_is_their_weighted_sum(tpgan):
     f_before = {k: v.clone() for k, v in method.f.state_dict().items()}
     losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
     assert set(losses) == {"loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_id",
-                           "loss_tv", "loss_g"}
+                           "loss_tv", "loss_drawn", "loss_g"}
+    assert 0 < losses["loss_drawn"] < 0.05   # the prior's weight starts at sigmoid(4) = 0.98
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["loss_ip"] > 0 and losses["loss_pixel_local"] > 0 and losses["loss_id"] > 0
     p = method.params
@@ -52,6 +55,7 @@ def test_a_training_step_with_mirror_augment(pretrained_root):
     method.setup(pretrained_root, "cpu")
     batches = make_batches(TPGAN.synthetic_data(params.train.tpgan, 16, method.size), 8, 0, flip=False)
     method.prepare(batches.labels)
+    method.fit_to_training_data(batches)
     method.optimizers = method.configure_optimizers()
     losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
     assert all(np.isfinite(v) for v in losses.values()) and losses["loss_ip"] > 0
@@ -97,13 +101,31 @@ def test_mirror_half_flips_whole_pairs_and_swaps_the_eyes():
     centres = torch.tensor([[22.0, 27], [42, 27], [33, 38], [30, 48]]).expand(16, -1, -1).clone()
     batch = {"frontal_pool": torch.zeros(16, 1792), "frontal_pool_mirrored": torch.ones(16, 1792),
              "frontal_embedding": torch.zeros(16, 512), "frontal_embedding_mirrored": torch.ones(16, 512)}
-    fx, ffrontal, fcentres, features = mirror_half(x, frontal, centres, batch, g)
+    yaws = torch.full((16,), 45.0)
+    fx, ffrontal, fcentres, fyaws, features = mirror_half(x, frontal, centres, yaws, batch, g)
     flipped = features["pool"][:, 0] == 1
+    assert torch.equal(fyaws[flipped], -yaws[flipped]) and torch.equal(fyaws[~flipped], yaws[~flipped])
     assert 0 < flipped.sum() < 16 and torch.equal(features["embedding"][:, 0] == 1, flipped)
     assert torch.equal(fx[flipped], x[flipped].flip(-1)) and torch.equal(ffrontal[flipped], frontal[flipped].flip(-1))
     assert torch.equal(fx[~flipped], x[~flipped]) and torch.equal(fcentres[~flipped], centres[~flipped])
     # the image-left eye (x = 63 - 42 = 21) is again patch 0; the nose and mouth mirror in place
     assert fcentres[flipped][0].tolist() == [[21.0, 27], [41, 27], [30, 38], [33, 48]]
+
+
+def test_frontal_prior_warps_onto_the_template_and_mirrors_the_visible_half():
+    """At the template's own landmarks the prior is the input; turned past prior_mirror_at, the hidden half is
+    the visible half's mirror image: a face turned to the image's left (yaw < 0) shows its image-right half."""
+    template = torch.from_numpy(landmarks_from_centres(np.array([[[22.0, 27], [42, 27], [32, 38], [32, 48]]])))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    same = frontal_prior(x, template, template[0], torch.tensor([0.0]), 30.0)
+    assert (same - x)[..., 4:-4, 4:-4].abs().max() < 1e-3
+    middle = int(round(float(template[0, [8, 27, 28, 29, 30, 33, 51, 57, 62, 66], 0].mean())))
+    halves = torch.full((1, 3, 64, 64), -0.5)
+    halves[..., middle:] = 0.5                                   # image-left half dark, image-right half light
+    for yaw, shown in ((-60.0, 0.5), (60.0, -0.5)):
+        prior = frontal_prior(halves, template, template[0], torch.tensor([yaw]), 30.0)
+        inner = torch.cat([prior[..., 8:-8, 4:middle - 3], prior[..., 8:-8, middle + 3:-4]], -1)
+        assert (inner - shown).abs().max() < 1e-3, yaw
 
 
 def test_symmetry_and_pixel_metrics():
@@ -346,6 +368,15 @@ def test_mechanism_eight_people_get_their_own_frontal_not_the_mean_face(pretrain
     method = build_method("tpgan", params)
     method.setup(pretrained_root, "cpu")
     method.prepare(torch.cat([labels, torch.cat([labels[:1, :8], torch.zeros(1, 1)], 1)]))   # one frontal row
+    # the frontal prior's shapes: the canonical shape on each input's centres (yaw 60), on their mirror images
+    # (-60) and on one frontal's (0): the yaw model needs three yaws
+    mirrored = labels[:, :8].reshape(-1, 4, 2).clone()
+    mirrored[..., 0] = 63 - mirrored[..., 0]
+    mirrored = mirrored[:, [1, 0, 2, 3]]
+    frontal_centres = torch.tensor([[22.0, 27.0], [42.0, 27.0], [32.0, 38.0], [32.0, 48.0]])
+    centres = torch.cat([labels[:, :8].reshape(-1, 4, 2), mirrored, frontal_centres[None]])
+    method.fit_shapes(torch.from_numpy(landmarks_from_centres(centres.numpy())),
+                      torch.tensor([60.0] * 8 + [-60.0] * 8 + [0.0]))
     method.optimizers = method.configure_optimizers()
     with torch.no_grad():
         features, mirrored = method.f.features(frontals), method.f.features(frontals.flip(-1))

@@ -372,6 +372,9 @@ class TPGANParams(MethodParams):
     lambda_id: float = bounded(0.1, 0.0)       # cross-entropy of the training person from the encoder's code
     id_classes: int = bounded(64, 2, 100_000)  # that head's outputs: at least the training people
     mirror_augment: bool = False               # flip half of each batch's pairs (input, frontal, centres; ours)
+    frontal_prior: bool = True                 # G reads, and blends in, the input warped to the frontal template (ours)
+    prior_mirror_at: float = bounded(30.0, 1.0, 90.0)   # |yaw| from which the hidden half is the visible half's mirror
+    lambda_prior: float = bounded(0.0, 0.0)    # weight of the drawn share mean(1 - m) of the output (ours)
 
 
 @dataclass(frozen=True)

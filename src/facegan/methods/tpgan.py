@@ -50,6 +50,37 @@ The global pathway reads the input concatenated with its mirror image
 (`mirror_input`, the authors' code: the hidden half of a profile is best
 guessed from the visible one).
 
+The frontal prior (ours, `frontal_prior`, on by default; the paper: none). G
+also reads the input warped onto the frontal template (frontal_prior: a
+thin-plate spline through the 68 landmarks; from |yaw| = `prior_mirror_at` on
+through the visible side's and the midline's only, the hidden half taken from
+the visible half's mirror image: the soft symmetry of Hassner et al. 2015, with
+a spline for their 3D model), and its output is m prior + (1 - m) drawn, m a
+per-pixel weight from the fusion's features (starting at 0.98). The 68
+landmarks are the yaw model's shape at the input's yaw, put on its four patch
+centres by a similarity, at training and at use alike (no detector gives 68
+points of a profile). Why: with 24 training people, a G that draws every pixel
+learns to redraw their faces (below); the warp hands it the unseen person's own
+pixels. The prior alone, no network at all, identifies the test people among
+the 30 at |yaw| 0 / 30 / 45 / 60 / 75 / 90 at 1.00 / 0.96 / 0.92 / 0.82 / 0.61 / 0.35
+(FaceNet, with distractors; with the test images' own landmarks).
+`lambda_prior` (ours, 0 by default) weights the drawn share of the output,
+mean(1 - m), so that G draws only where that gains more than the weight.
+
+With the prior (3-minute runs, ~320 steps; rank-1 with distractors, frontalised,
+FaceNet at |yaw| 0 / 30 / 45 / 60 / 75 / 90; dlib at 75 / 90, raw 0.10 / 0.01;
+collapse min):
+- m starting at 0.88: 1.00 / 0.96 / 0.81 / 0.58 / 0.42 / 0.26; 0.15 / 0.04; 0.72;
+- **at 0.98 (the default)**, seeds 0 and 1: 1.00 / 0.94 / 0.78 / 0.71 / 0.49 / 0.29
+  and 1.00 / 0.97 / 0.89 / 0.69 / 0.62 / 0.35; 0.17 / 0.07 and 0.14 / 0.06; 0.71, 0.71;
+- lambda_ip 0.3: ... / 0.46 / 0.18; 0.19 / 0.11; mirror_augment: ... / 0.53 / 0.31;
+  0.15 / 0.12; lambda_prior 0.1: ... / 0.50 / 0.26; 0.19 / 0.15; lambda_prior
+  0.3: 1.00 / 1.00 / 0.92 / 0.78 / 0.61 / 0.32; 0.12 / 0.06 (PSNR 16.9: the
+  output is the prior with its seams and grey wedges; G hardly draws).
+The outputs are frontal faces of the person, blurred where G draws over the
+warp (most at 15-45 degrees); at 90 degrees the one-sided warp's seams show.
+Before the prior, G redrew its training people (the runs below).
+
 Departures: 64 x 64 by default (`size`; the paper's 128 selectable): four
 times the steps in a CPU budget; FaceNet for Light-CNN; the symmetry loss on pixels only (the paper
 also uses it in Laplacian space); plain conv blocks instead of the paper's
@@ -57,7 +88,7 @@ residual blocks, and channel widths scaled down (`width`, `local_width`) for
 a CPU; D's architecture, not given in the paper, is ours; local pathways go
 down 3 times at S = 128, 2 times at S = 64.
 
-What a 3-minute CPU run reaches (issue 23; ~370 steps at 64 px; FaceNet
+Without the prior, what a 3-minute CPU run reaches (issue 23; ~370 steps at 64 px; FaceNet
 rank-1 of frontalised test faces at |yaw| 0 / 45 / 90, among the 6 test
 people / among the 30 with the training people's frontal photos as
 distractors): the default 0.83 / 0.68 / 0.54 and 0.57 / 0.33 / 0.06;
@@ -85,7 +116,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, predict_landmarks
+from facegan.faces.flow import thin_plate_flow, to_grid_coordinates, warp
+from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, patch_centres, predict_landmarks
 from facegan.methods.base import (Metric, RequestError, TrainingData, TransformMethod, Transformed,
                                   random_images, random_unit, unwrap)
 from facegan.methods.nets import strided_layers, total_variation
@@ -109,15 +141,72 @@ def up(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv(cin, cout, 3, 1, "relu"))
 
 
+# the 68 iBUG landmarks by side of the face as the image shows it frontally, and on its midline
+IMAGE_LEFT = [*range(0, 8), *range(17, 22), *range(36, 42), 31, 32, 48, 49, 50, 58, 59, 60, 61, 67]
+IMAGE_RIGHT = [*range(9, 17), *range(22, 27), *range(42, 48), 34, 35, 52, 53, 54, 55, 56, 63, 64, 65]
+MIDLINE = [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
+
+
+def frontal_prior(x: torch.Tensor, landmarks: torch.Tensor, template: torch.Tensor, yaws: torch.Tensor,
+                  mirror_at: float) -> torch.Tensor:
+    """The input warped onto the frontal template, its hidden half the mirror image of its visible half
+    (ours; the soft symmetry of Hassner et al. 2015, "Effective face frontalization in unconstrained
+    images", with a thin-plate spline through the 68 landmarks for their 3D model). Below |yaw| = mirror_at
+    the spline runs through all 68 points and the warp is the prior. From mirror_at on, it runs through
+    the visible side's points and the midline's (the hidden side's are squeezed onto the silhouette and
+    would fold the warp), and the hidden half of the template takes the warped image mirrored across the
+    template's midline. Negative yaws (nose to the image's left) show the image-right half. x (N, 3, S, S);
+    landmarks (N, 68, 2) in x's pixels; template (68, 2) in pixels; yaws (N,) degrees -> (N, 3, S, S)."""
+    n, side = len(x), x.shape[-1]
+    landmarks, template = landmarks.float(), template.float()
+    out = torch.empty_like(x, dtype=torch.float32)
+    turned = yaws.abs() >= mirror_at
+    cases = {"frontal": ~turned, "right": turned & (yaws < 0), "left": turned & (yaws > 0)}
+    points = {"frontal": list(range(68)), "right": IMAGE_RIGHT + MIDLINE, "left": IMAGE_LEFT + MIDLINE}
+    middle = float(template[MIDLINE, 0].mean())
+    columns = torch.arange(side, device=x.device, dtype=torch.float32)
+    for case, rows in cases.items():
+        if not rows.any():
+            continue
+        k, m = points[case], int(rows.sum())
+        flow = thin_plate_flow(to_grid_coordinates(template[k].expand(m, -1, -1), side),
+                               to_grid_coordinates(landmarks[rows][:, k], side), side, smoothing=1e-3)
+        warped = warp(x[rows].float(), flow)
+        if case != "frontal":   # the hidden half: the warped image mirrored across the midline x = middle
+            mirrored = F.grid_sample(warped, to_grid_coordinates(
+                torch.stack(torch.meshgrid(columns, 2 * middle - columns, indexing="ij")[::-1], -1), side)
+                .expand(m, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False)
+            hidden = (columns < middle) if case == "right" else (columns >= middle)
+            warped = torch.where(hidden.view(1, 1, 1, side), mirrored, warped)
+        out[rows] = warped
+    return out.to(x.dtype)
+
+
+def shape_on_centres(shape: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """68 landmarks (68, 2) moved by the similarity that best puts their four patch centres on `centres` (4, 2)."""
+    from facegan.faces.align import transform_points, umeyama
+
+    own = np.stack([patch_centres(shape)[k] for k in PATCHES])
+    return transform_points(shape, umeyama(own, centres))
+
+
+def landmarks_from_centres(centres: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) patch centres -> (N, 68, 2): the canonical frontal shape (faces/template_68.json) on each
+    row's centres (for synthetic pairs, which have no landmarks of their own)."""
+    from facegan.faces.align import load_template
+
+    return np.stack([shape_on_centres(load_template(), c) for c in np.asarray(centres, np.float64)])
+
+
 def to_image(cin: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, 3, 3, 1, 1), nn.Tanh())
 
 
 class GlobalPathway(nn.Module):
-    def __init__(self, width: int, z_dim: int, size: int, mirror_input: bool = False):
+    def __init__(self, width: int, z_dim: int, size: int, mirror_input: bool = False, prior_input: bool = False):
         super().__init__()
         w, self.bottom, self.mirror_input = width, size // 16, mirror_input
-        self.e0, self.e1 = conv(6 if mirror_input else 3, w, 7), conv(w, w, 5, 2)
+        self.e0, self.e1 = conv(3 * (1 + mirror_input + prior_input), w, 7), conv(w, w, 5, 2)
         self.e2, self.e3, self.e4 = conv(w, 2 * w, 3, 2), conv(2 * w, 4 * w, 3, 2), conv(4 * w, 8 * w, 3, 2)
         self.fc = nn.Linear(8 * w * self.bottom ** 2, 512)          # maxout over pairs -> 256
         self.from_code = nn.Linear(256 + z_dim, 2 * w * self.bottom ** 2)
@@ -128,10 +217,13 @@ class GlobalPathway(nn.Module):
         self.image4, self.image2 = to_image(2 * w), to_image(w)
         self.z_dim, self.width = z_dim, w
 
-    def forward(self, x, z):
-        """-> (features at S, image at S/2, image at S/4, the 256-d code)."""
+    def forward(self, x, z, prior=None):
+        """-> (features at S, image at S/2, image at S/4, the 256-d code); `prior` (the frontal prior) is read
+        beside the input."""
         if self.mirror_input:   # the input beside its mirror image (the authors' code): the hidden half's cue
             x = torch.cat([x, x.flip(3)], 1)
+        if prior is not None:
+            x = torch.cat([x, prior.to(x.dtype)], 1)
         e0 = self.e0(x)
         e1 = self.e1(e0)
         e2 = self.e2(e1)
@@ -177,14 +269,22 @@ class LocalPathway(nn.Module):
 
 class TwoPathwayGenerator(nn.Module):
     def __init__(self, width: int, local_width: int, z_dim: int, size: int, mirror_input: bool = False,
-                 id_classes: int = 64):
+                 id_classes: int = 64, prior: bool = False):
         super().__init__()
         self.size, self.sizes = size, patch_sizes(size)
-        self.global_pathway = GlobalPathway(width, z_dim, size, mirror_input)
+        self.global_pathway = GlobalPathway(width, z_dim, size, mirror_input, prior)
         # the training person read from the code (the authors' code: a softmax over Multi-PIE's people)
         self.identity_head = nn.Linear(256, id_classes)
         self.local = nn.ModuleDict({name: LocalPathway(local_width, 3 if size >= 128 else 2) for name in PATCHES})
         self.fusion = nn.Sequential(conv(width + local_width + 3, width, 3, 1, "relu"), to_image(width))
+        # with the frontal prior: a per-pixel weight m of the prior against the drawn image (ours), starting at
+        # m = sigmoid(4) = 0.98, so G starts from the warped input and learns where to draw instead (from
+        # sigmoid(2) = 0.88, 3-minute runs kept less of the prior: rank-1 at 90 degrees 0.26 against 0.29)
+        self.prior_mask = None
+        if prior:
+            self.prior_mask = nn.Conv2d(width + local_width + 3 + 3, 1, 3, 1, 1)
+            nn.init.zeros_(self.prior_mask.weight)
+            nn.init.constant_(self.prior_mask.bias, 4.0)
 
     def crop(self, images: torch.Tensor, centres: torch.Tensor, name: str) -> torch.Tensor:
         """Each image's patch `name` around its own centre (centres: (N, 4, 2) pixels)."""
@@ -197,8 +297,13 @@ class TwoPathwayGenerator(nn.Module):
         x0, y0, x1, y1 = box
         return F.pad(patch, (x0, self.size - x1, y0, self.size - y1))
 
-    def forward(self, x, centres, template, z) -> dict[str, torch.Tensor]:
-        global_features, image2, image4, code = self.global_pathway(x, z)
+    def forward(self, x, centres, template, z, prior=None) -> dict[str, torch.Tensor]:
+        """x (N, 3, S, S), centres (N, 4, 2) its patch centres, template (4, 2) theirs in the frontal view, z
+        the noise; prior (N, 3, S, S): the frontal prior (frontal_prior), required when G blends one."""
+        if (prior is None) != (self.prior_mask is None):
+            raise ValueError("this G " + ("blends a frontal prior: pass prior=" if prior is None else
+                                          "was built without a frontal prior: do not pass one"))
+        global_features, image2, image4, code = self.global_pathway(x, z, prior)
         canvas, patches = None, {}
         for name, pathway in self.local.items():
             features, patches[name] = pathway(self.crop(x, centres, name))
@@ -206,17 +311,23 @@ class TwoPathwayGenerator(nn.Module):
             placed = self.place(features, box)
             canvas = placed if canvas is None else torch.maximum(canvas, placed)   # max fusion
         up2 = F.interpolate(image2, scale_factor=2, mode="bilinear", align_corners=False)
-        image = self.fusion(torch.cat([global_features, canvas, up2], 1))
-        out = {"image": image, "image2": image2, "image4": image4, **{f"patch_{k}": v for k, v in patches.items()}}
+        fused = torch.cat([global_features, canvas, up2], 1)
+        image = self.fusion(fused)
+        out = {}
+        if prior is not None:   # image = m prior + (1 - m) drawn
+            mask = torch.sigmoid(self.prior_mask(torch.cat([fused, prior.to(fused.dtype)], 1)).float())
+            out = {"drawn": image, "prior_mask": mask}
+            image = mask * prior.float() + (1 - mask) * image.float()
+        out |= {"image": image, "image2": image2, "image4": image4, **{f"patch_{k}": v for k, v in patches.items()}}
         out["identity_logits"] = self.identity_head(code)
         return out
 
 
-def mirror_half(x, frontal, centres, batch, generator):
+def mirror_half(x, frontal, centres, yaws, batch, generator):
     """Flip a random half of the pairs (ours: the pairs' people seen mirrored, 24 faces -> 48 to learn
     from): input and frontal mirrored, the patch centres' x -> S - 1 - x with the two eyes' roles
-    swapped (the image-left eye is again the left_eye patch), the frontal's features those of its
-    mirror image (the feature cache's `_mirrored`)."""
+    swapped (the image-left eye is again the left_eye patch), the yaw negated, the frontal's features
+    those of its mirror image (the feature cache's `_mirrored`)."""
     flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
     side = x.shape[-1]
     mirrored = centres.clone()
@@ -225,7 +336,8 @@ def mirror_half(x, frontal, centres, batch, generator):
     mirrored[:, eyes] = mirrored[:, eyes[::-1]]
     pick = lambda a, b: torch.where(flip.view(-1, *[1] * (a.dim() - 1)), b, a)   # noqa: E731
     features = {k: pick(batch[f"frontal_{k}"], batch[f"frontal_{k}_mirrored"]) for k in ("pool", "embedding")}
-    return pick(x, x.flip(-1)), pick(frontal, frontal.flip(-1)), pick(centres, mirrored), features
+    return (pick(x, x.flip(-1)), pick(frontal, frontal.flip(-1)), pick(centres, mirrored), pick(yaws, -yaws),
+            features)
 
 
 class PatchDiscriminator(nn.Module):
@@ -264,7 +376,7 @@ class TPGAN(TransformMethod):
     name = "tpgan"
     flip_augment = False          # the labels hold landmark positions
     losses = ("loss_d", "loss_pixel", "loss_pixel_local", "loss_sym", "loss_adv", "loss_ip", "loss_id", "loss_tv",
-              "loss_g")
+              "loss_drawn", "loss_g")
     headline = (Metric("psnr", "higher"),
                 Metric("collapse_min", "higher", "collapse (min over yaw)",
                        note="outputs' spread across people over their true frontals' (1 distinct, 0 one face), "
@@ -282,11 +394,15 @@ class TPGAN(TransformMethod):
         super().__init__(params, common, image_size)
         size = self.size = image_size
         self.G = TwoPathwayGenerator(params.width, params.local_width, params.z_dim, size, params.mirror_input,
-                                     params.id_classes)
+                                     params.id_classes, params.frontal_prior)
         self.D = PatchDiscriminator(params.d_width)
         # set by prepare() from the training labels, saved with the weights (the CLI frames photos with them)
         self.register_buffer("template", torch.zeros(len(PATCHES), 2))              # frontal patch centres
         self.register_buffer("yaw_model", torch.zeros(3, len(PATCHES), 2))          # centres as a function of yaw
+        # set by fit_to_training_data from the training inputs' 68 landmarks (the frontal prior's spline)
+        self.register_buffer("shape_template", torch.zeros(68, 2))                   # mean frontal landmarks
+        self.register_buffer("shape_model", torch.zeros(3, 68, 2))                   # landmarks as a function of yaw
+        self.register_buffer("shapes_fitted", torch.zeros((), dtype=torch.bool))
         self.f = None
 
     def setup(self, root: Path, device) -> None:
@@ -307,6 +423,66 @@ class TPGAN(TransformMethod):
         if len(distinct) >= 3:
             model = fit_yaw_model(distinct, np.stack([centres[yaws == y].mean(0) for y in distinct]))
             self.yaw_model.copy_(torch.from_numpy(model).float())
+
+    def fit_to_training_data(self, batches) -> None:
+        """The frontal prior's shapes from the training inputs' 68 landmarks (values 'landmarks')."""
+        if self.params.frontal_prior:
+            values = batches.all_values()
+            if "landmarks" not in values:
+                raise KeyError("tpgan's frontal prior needs the training inputs' 68 landmarks (values 'landmarks', "
+                               "training_data provides them)")
+            self.fit_shapes(values["landmarks"].view(-1, 68, 2), batches.labels[:, 8])
+
+    @torch.no_grad()
+    def fit_shapes(self, landmarks: torch.Tensor, yaws: torch.Tensor) -> None:
+        """shape_template: the mean landmarks (N, 68, 2) of the frontal inputs; shape_model: the per-yaw means'
+        yaw model (faces/pose.py), which places all 68 points at any yaw (landmarks_at)."""
+        landmarks, yaws = landmarks.float().cpu().numpy(), yaws.cpu().numpy()
+        distinct = sorted(set(yaws.tolist()))
+        if 0 not in distinct or len(distinct) < 3:
+            raise ValueError(f"tpgan's frontal prior needs training inputs at yaw 0 and 3 or more yaws, got {distinct}")
+        self.shape_template.copy_(torch.from_numpy(landmarks[yaws == 0].mean(0)))
+        model = fit_yaw_model(distinct, np.stack([landmarks[yaws == y].mean(0) for y in distinct]))
+        self.shape_model.copy_(torch.from_numpy(model).float())
+        self.shapes_fitted.fill_(True)
+
+    def landmarks_at(self, centres: torch.Tensor, yaws: torch.Tensor) -> torch.Tensor:
+        """68 landmarks of each input: the yaw model's shape at its yaw, put on its four patch centres by a
+        similarity (the same at training and at use: beyond ~45 degrees no detector gives 68 points)."""
+        if not self.shapes_fitted:
+            raise RuntimeError("tpgan's frontal prior needs its shapes: fit_to_training_data (the training loop "
+                               "calls it) or fit_shapes first")
+        model = self.shape_model.cpu().numpy().astype(np.float64)
+        shapes = [shape_on_centres(predict_landmarks(model, float(y)), c)
+                  for c, y in zip(centres.float().cpu().numpy(), yaws.float().cpu().numpy())]
+        return torch.from_numpy(np.stack(shapes)).to(centres.device)
+
+    def prior_of(self, x: torch.Tensor, centres: torch.Tensor, yaws: torch.Tensor) -> torch.Tensor | None:
+        """The frontal prior G reads and blends (None when train.tpgan.frontal_prior is off)."""
+        if not self.params.frontal_prior:
+            return None
+        return frontal_prior(x, self.landmarks_at(centres, yaws), self.shape_template.to(x.device),
+                             yaws.to(x.device), self.params.prior_mirror_at)
+
+    def yaws_of(self, centres: torch.Tensor) -> torch.Tensor:
+        """Each input's yaw from its patch centres: the Multi-PIE yaw whose yaw-model centres it fits best
+        after a similarity (as `frame` estimates it)."""
+        return torch.tensor([self.best_yaw(c.astype(np.float64))[1] for c in centres.float().cpu().numpy()],
+                            dtype=torch.float32)
+
+    def best_yaw(self, found: np.ndarray, candidates=None):
+        """(residual, yaw, similarity, the yaw's centres) for the candidate yaw (default: every Multi-PIE one)
+        whose centres (4, 2) `found` fits best after a similarity."""
+        from facegan.faces.align import transform_points, umeyama
+
+        best = None
+        for candidate in candidates or self.YAWS:
+            target = self.centres_at(candidate).astype(np.float64)
+            matrix = umeyama(found, target)
+            residual = float(np.linalg.norm(transform_points(found, matrix) - target, axis=1).mean())
+            if best is None or residual < best[0]:
+                best = (residual, candidate, matrix, target)
+        return best
 
     def trainable(self):
         return {"G": self.G, "D": self.D}
@@ -329,22 +505,23 @@ class TPGAN(TransformMethod):
             raise RuntimeError("tpgan needs FaceNet for L_ip: call setup(root) (the training loop does)")
         p, opt = self.params, self.optimizers
         x, frontal = batch["image"], batch["frontal"]
-        centres = batch["attributes"][:, :8].reshape(-1, 4, 2)
+        centres, yaws = batch["attributes"][:, :8].reshape(-1, 4, 2), batch["attributes"][:, 8]
         frontal_features = {k: batch[f"frontal_{k}"] for k in ("pool", "embedding")}
         if p.mirror_augment:
-            x, frontal, centres, frontal_features = mirror_half(x, frontal, centres, batch, generator)
+            x, frontal, centres, yaws, frontal_features = mirror_half(x, frontal, centres, yaws, batch, generator)
         z = self.noise(len(x), generator, x.device)
+        prior = self.prior_of(x, centres, yaws)
 
         # ---------------- D: true frontals vs synthesised ones
         with torch.no_grad():
-            fake = self.G(x, centres, self.template, z)["image"]
+            fake = self.G(x, centres, self.template, z, prior)["image"]
         loss_d = bce(self.D(frontal), True) + bce(self.D(fake.detach()), False)
         opt["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         opt["D"].step()
 
         # ---------------- G: L_syn
-        out = self.G(x, centres, self.template, z)
+        out = self.G(x, centres, self.template, z, prior)
         frontal_f = frontal.float()
         scales = [(out["image"], frontal_f), (out["image2"], F.avg_pool2d(frontal_f, 2)),
                   (out["image4"], F.avg_pool2d(frontal_f, 4))]
@@ -367,15 +544,16 @@ class TPGAN(TransformMethod):
         else:
             loss_id = torch.zeros((), device=x.device)
         loss_tv = total_variation(out["image"])
+        loss_drawn = (1 - out["prior_mask"]).mean() if prior is not None else torch.zeros((), device=x.device)
         loss_g = loss_pixel + p.lambda_sym * loss_sym + p.lambda_adv * loss_adv + p.lambda_ip * loss_ip \
-            + p.lambda_id * loss_id + p.lambda_tv * loss_tv
+            + p.lambda_id * loss_id + p.lambda_tv * loss_tv + p.lambda_prior * loss_drawn
         opt["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["G"].step()
         return {"loss_d": loss_d.item(), "loss_pixel": loss_pixel.item(), "loss_pixel_local": loss_pixel_local.item(),
                 "loss_sym": loss_sym.item(), "loss_adv": loss_adv.item(), "loss_ip": loss_ip.item(),
-                "loss_id": loss_id.item(),
-                "loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+                "loss_id": loss_id.item(), "loss_tv": loss_tv.item(), "loss_drawn": loss_drawn.item(),
+                "loss_g": loss_g.item()}
 
     def progress_probe(self, root, labels, n):
         """Rank-1 identification (FaceNet, cosine) of up to n frontalized test inputs at |yaw| >= 60
@@ -414,29 +592,35 @@ class TPGAN(TransformMethod):
         """Crops in the Multi-PIE frame -> frontal faces. The local pathways' patches are placed at
         `centres` (N, 4, 2) when given (the test set's landmarks), else at the yaw model's centres for
         `yaw` (one angle in degrees, or one per crop: what `frame` returns)."""
+        yaws = None if yaw is None else torch.from_numpy(
+            np.broadcast_to(np.asarray(yaw, np.float32), (len(crops),)).copy())
         if centres is None:
-            if yaw is None:
+            if yaws is None:
                 raise RequestError("tpgan needs the yaw of each face (or its patch centres) to place the patches")
-            yaws = np.broadcast_to(np.asarray(yaw, np.float64), (len(crops),))
             centres = torch.from_numpy(np.stack([self.centres_at(float(y)) for y in yaws]).astype(np.float32))
-            notes = [f"yaw {y:+.0f} degrees" for y in yaws]
+            notes = [f"yaw {y:+.0f} degrees" for y in yaws.tolist()]
         else:
             notes = ["frontalized" for _ in range(len(crops))]
-        return Transformed(self.frontalize(crops, centres), {}, notes)
+        return Transformed(self.frontalize(crops, centres, yaws), {}, notes)
 
     @torch.no_grad()
-    def frontalize(self, photos: torch.Tensor, centres: torch.Tensor, batch: int = 32) -> torch.Tensor:
-        """(N, 3, S, S) crops in the Multi-PIE frame and their (N, 4, 2) patch centres -> frontal faces.
+    def frontalize(self, photos: torch.Tensor, centres: torch.Tensor, yaws: torch.Tensor | None = None,
+                   batch: int = 32) -> torch.Tensor:
+        """(N, 3, S, S) crops in the Multi-PIE frame and their (N, 4, 2) patch centres -> frontal faces; the
+        yaws (N,), which the frontal prior needs, are estimated from the centres when not given (yaws_of).
         z = 0 (the mean of the noise) for a deterministic output."""
         from facegan.devices import inference_autocast
 
+        if yaws is None and self.params.frontal_prior:
+            yaws = self.yaws_of(centres)
         device, g = self.device(), self.G.eval()
         out = []
         with inference_autocast(device):
             for i in range(0, len(photos), batch):
-                x = photos[i:i + batch].to(device)
+                x, c = photos[i:i + batch].to(device), centres[i:i + batch].to(device)
+                prior = self.prior_of(x, c, yaws[i:i + batch]) if self.params.frontal_prior else None
                 z = torch.zeros(len(x), self.params.z_dim, device=device)
-                out.append(g(x, centres[i:i + batch].to(device), self.template, z)["image"].float().cpu())
+                out.append(g(x, c, self.template, z, prior)["image"].float().cpu())
         return torch.cat(out)
 
     def centres_at(self, yaw: float) -> np.ndarray:
@@ -454,8 +638,7 @@ class TPGAN(TransformMethod):
         photo is taken as already framed like Multi-PIE's (or UMIST's) crops: padded square and
         resized, which needs the yaw."""
         from facegan.data.multipie import pad_to_square, resize_square
-        from facegan.faces.align import transform_points, umeyama, warp
-        from facegan.faces.pose import patch_centres
+        from facegan.faces.align import warp
 
         if landmarks is None:
             if yaw is None:
@@ -464,25 +647,15 @@ class TPGAN(TransformMethod):
             return resize_square(pad_to_square(image), self.size), {"yaw": float(yaw)}
 
         found = np.stack([patch_centres(landmarks)[k] for k in PATCHES]).astype(np.float64)
-        best = None
-        for candidate in ([yaw] if yaw is not None else self.YAWS):
-            target = self.centres_at(candidate).astype(np.float64)
-            matrix = umeyama(found, target)
-            residual = float(np.linalg.norm(transform_points(found, matrix) - target, axis=1).mean())
-            if best is None or residual < best[0]:
-                best = (residual, candidate, matrix, target)
-        _, chosen, matrix, _ = best
+        _, chosen, matrix, _ = self.best_yaw(found, None if yaw is None else [yaw])
         return warp(image, matrix, self.size), {"yaw": float(chosen)}
 
     def sample_grid(self, generator):
         """Rows of 8: training inputs, their frontalisation, the true frontals."""
         if self.examples is None:
             raise RuntimeError("tpgan.sample_grid needs example pairs (start_training sets them)")
-        centres = self.examples["attributes"][:8, :8].reshape(-1, 4, 2)
-        self.G.eval()
-        with torch.no_grad():
-            out = self.G(self.examples["image"][:8], centres, self.template,
-                         torch.zeros(len(centres), self.params.z_dim, device=centres.device))["image"]
+        centres, yaws = self.examples["attributes"][:8, :8].reshape(-1, 4, 2), self.examples["attributes"][:8, 8]
+        out = self.frontalize(self.examples["image"][:8], centres, yaws).to(centres.device)
         self.G.train()
         return torch.cat([self.examples["image"][:8].float(), out.float(), self.examples["frontal"][:8].float()])
 
@@ -504,7 +677,8 @@ class TPGAN(TransformMethod):
                              f"{len(people)} people train: raise it to at least {len(people)}")
         return TrainingData(data["inputs"], data["labels"], paired={"frontal": data["frontals"]},
                             values={**{f"frontal_{k}": (v, None) for k, v in f.items()},
-                                    "identity": (identity[:, None].astype(np.float32), None)})
+                                    "identity": (identity[:, None].astype(np.float32), None),
+                                    "landmarks": (data["input_landmarks"].reshape(len(identity), 136), None)})
 
     @staticmethod
     def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
@@ -519,9 +693,10 @@ class TPGAN(TransformMethod):
         features = {"frontal_pool": (pool, None), "frontal_embedding": (embedding, None)}
         if params.mirror_augment:
             features.update({f"{k}_mirrored": (v[0][::-1].copy(), None) for k, v in features.items()})
+        landmarks = landmarks_from_centres(labels[:, :8].reshape(n, 4, 2)).reshape(n, 136).astype(np.float32)
         return TrainingData(random_images(rng, n, image_size), labels,
                             paired={"frontal": random_images(rng, n, image_size)},
-                            values={**features, "identity": (identity, None)})
+                            values={**features, "identity": (identity, None), "landmarks": (landmarks, None)})
 
     def evaluate(self, context) -> dict:
         """Rank-1 identification across pose, raw vs frontalized (metrics/frontalization.py)."""
