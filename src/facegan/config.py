@@ -336,6 +336,13 @@ class DTNParams(MethodParams):
     const_layer: Literal["embedding", "pool"] = "embedding"   # the layer L_CONST keeps (the paper: f_layer)
     const_centred: bool = True   # L_CONST on f's offsets from each domain's mean (the paper: f itself)
     f_components: int = bounded(64, 0, 1792)   # g reads f on T's top principal axes (0: all of f)
+    g_kind: Literal["parts", "decoder"] = "parts"   # g: h chooses the avatar's parts, R draws them | the paper's decoder
+    choice: Literal["straight_through", "gumbel", "soft"] = "straight_through"   # parts: h's choices in training
+    h_width: int = bounded(256, 2, 65536)      # parts: h's hidden units
+    tid_parts: float = bounded(50.0, 0.0)      # parts: weight of L_TID in part space, t's own parts (ours; 0: pixels only)
+    const_parts: float = bounded(50.0, 0.0)    # parts: weight of L_CONST by assignment (ours; 0: off)
+    const_neighbours: int = bounded(10, 1, 100_000)   # ... each face's target: its k nearest training avatars
+    const_tau: float = bounded(0.05, 1e-4, 10.0)      # ... weighted by softmax(cos / tau)
     g_width: int = bounded(32, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling (the paper: 512 at 4)
     g_upsample: Literal["transposed", "resize"] = "resize"   # g's x2 upscaling convolution (the paper: "upscaling")
     f_standardise: bool = True                 # g reads f standardised per domain (ours; the paper: as it is)

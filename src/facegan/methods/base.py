@@ -74,12 +74,14 @@ class TrainingData:
     (keys arrive prefixed with the name); `paired`: sets indexed like `images` and batched with them
     under the same flips ({name: images}); `values`: per-image arrays batched with them under their
     own key, {name: (values, values of the mirror image or None)}, the second taken where a flip is
-    drawn (fixed networks' features of fixed images, from the feature cache; None without flips)."""
+    drawn (fixed networks' features of fixed images, from the feature cache; None without flips);
+    `fixed`: arrays of the set as a whole, never batched (DTN: the avatars' part layers)."""
     images: np.ndarray
     labels: np.ndarray | None = None
     aux: dict[str, "TrainingData"] = field(default_factory=dict)
     paired: dict[str, np.ndarray] = field(default_factory=dict)
     values: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:

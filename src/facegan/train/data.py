@@ -17,11 +17,13 @@ class InMemoryBatches:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, flip: bool = True, paired: dict[str, np.ndarray] | None = None,
-                 values: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, channels_last: bool = True):
+                 values: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, channels_last: bool = True,
+                 fixed: dict[str, np.ndarray] | None = None):
         if len(images) < batch_size * world_size:
             raise ValueError(f"{len(images)} training images, fewer than one global batch "
                              f"({batch_size} x {world_size} processes)")
         self.images = torch.from_numpy(images)                       # N, H, W, 3 uint8
+        self.fixed = dict(fixed or {})   # arrays of the set as a whole, never batched (TrainingData.fixed)
         # images indexed like `images` (TP-GAN's frontal targets): batched with them, under the same flips
         self.paired = {name: torch.from_numpy(array) for name, array in (paired or {}).items()}
         for name, array in self.paired.items():
@@ -110,10 +112,10 @@ def make_batches(data, batch_size: int, seed: int, rank: int = 0, world_size: in
     with it) and each auxiliary set batched independently. `flip`: random horizontal flips (off
     where labels hold positions); `channels_last`: the images' memory format (train.common)."""
     main = InMemoryBatches(data.images, data.labels, batch_size, seed, rank, world_size, flip, data.paired,
-                           data.values, channels_last)
+                           data.values, channels_last, data.fixed)
     if not data.aux:
         return main
     aux = {name: InMemoryBatches(a.images, a.labels, batch_size, seed + 1 + k, rank, world_size, flip, a.paired,
-                                 a.values, channels_last)
+                                 a.values, channels_last, a.fixed)
            for k, (name, a) in enumerate(sorted(data.aux.items()))}
     return JointBatches(main, aux)
