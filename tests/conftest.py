@@ -145,7 +145,7 @@ TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "fader": {"width": 4, "max_width": 16, "lambda_warmup": 1, "lambda_steps": 2,
                           "attributes": ["Blond_Hair", "Attractive", "Male", "Young"]},
                 "dtn": {"g_width": 4, "h_width": 16, "d_width": 4, "batch_size": 4, "tid_warmup": 0, "alpha_ramp": 0,
-                        "f_components": 8},
+                        "f_components": 8, "assign_bank": 8, "assign_steps": 0, "assign_synthetic": 8},
                 "tpgan": {"size": 64, "width": 4, "local_width": 4, "d_width": 4, "z_dim": 8},
                 "geogan": {"width": 4, "d_width": 4, "warmup": 0, "refine_start": 0}}
 

@@ -92,6 +92,70 @@ def test_const_parts_targets_the_parts_of_the_nearest_avatars(dtn):
     assert dtn.const_parts_loss(logits_for(parts[other]), kept_s) > 1.0
 
 
+def test_the_assignment_bank_is_the_training_avatars_and_more_drawn_by_r_read_through_j(pretrained_root):
+    """const_parts' bank: every training avatar and `assign_bank` more drawn as render_avatars draws them, each
+    read as f(J(R(parts))) (seeded: the same bank twice)."""
+    from facegan.data.avatars import sample_part_indices
+
+    batches = make_batches(tiny_data(method="dtn"), 4, 0, flip=False)
+    first, second = dtn_with(pretrained_root), dtn_with(pretrained_root)
+    parts_t = batches.aux["target"].all_values()["parts"].long()
+    directions, parts = first.assignment
+    assert len(parts) == len(parts_t) + first.params.assign_bank == len(directions)
+    assert torch.equal(parts[:len(parts_t)], parts_t)
+    assert torch.equal(parts[len(parts_t):], torch.from_numpy(sample_part_indices(first.params.assign_bank, 0)))
+    torch.testing.assert_close(directions, second.assignment[0])
+    torch.testing.assert_close(directions.norm(dim=1), torch.ones(len(directions)))
+    unjittered = dtn_with(pretrained_root, const_shift=0, const_blur=0.0)
+    assert not torch.allclose(unjittered.assignment[0], directions, atol=1e-3)   # J is applied
+
+
+def test_sample_part_indices_are_the_parts_render_avatars_draws(tmp_path):
+    import pandas as pd
+
+    from facegan.config import RenderAvatarsParams
+    from facegan.data.avatars import CHOSEN_PARTS, part_indices, run_render_avatars, sample_part_indices
+
+    run_render_avatars(RenderAvatarsParams(n=5, size=32, seed=4, workers=1), tmp_path)
+    indices = part_indices(pd.read_csv(tmp_path / "manifest.csv"))
+    assert np.array_equal(sample_part_indices(5, 4), np.stack([indices[p] for p in CHOSEN_PARTS], 1))
+
+
+def test_assign_steps_teach_h_the_assignment_with_no_render_no_d_and_no_f(pretrained_root):
+    """The first assign_steps train h alone on the part-space terms: no render, no f pass, D untouched; h's
+    cross-entropy on the assignment falls; the step after them is a game step."""
+    method = dtn_with(pretrained_root, assign_steps=40, assign_synthetic=0, lr=5e-3, h_width=64, const_neighbours=1)
+    batch = make_batches(tiny_data(method="dtn"), 4, 0, flip=False).batch(0, "cpu")
+    calls = []
+    method.f.net.block8.register_forward_hook(lambda *_: calls.append("f"))
+    method.g.renderer.register_forward_hook(lambda *_: calls.append("R"))
+    d_before = {k: v.clone() for k, v in method.D.state_dict().items()}
+    losses = [method.train_step(batch, step, step_generator(0, step, 0)) for step in range(40)]
+    assert not calls and all(torch.equal(v, d_before[k]) for k, v in method.D.state_dict().items())
+    assert all(np.isnan(row["loss_d"]) and np.isnan(row["loss_tid"]) for row in losses)
+    const = [row["loss_const_parts"] for row in losses]
+    assert np.mean(const[-5:]) < 0.3 * np.mean(const[:5]), const
+    game = method.train_step(batch, 40, step_generator(0, 40, 0))
+    assert all(np.isfinite(v) for v in game.values()) and calls
+
+
+def test_a_synthetic_face_is_read_as_facenet_reads_a_real_one(avatars_and_faces, pretrained_root):
+    """synthetic_faces: pools drawn from N(mean, cov) of S's pools, each with FaceNet's own embedding of it."""
+    data = avatars_and_faces
+    method = dtn_with(pretrained_root, data, f_components=6)
+    pool, embedding = data["f_s"][:1].float(), data["f_const"][:1].float()
+    method.face_distribution = (pool[0], torch.zeros(pool.shape[1], pool.shape[1]))
+    drawn, kept = method.synthetic_faces(3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(drawn, pool.expand(3, -1))
+    assert torch.nn.functional.cosine_similarity(kept, embedding).min() > 0.99
+    torch.manual_seed(1)
+    spread = torch.linspace(0.5, 2.0, pool.shape[1])
+    method.fit_face_distribution(3 + spread * torch.randn(4000, pool.shape[1]))
+    drawn, kept = method.synthetic_faces(4000, torch.Generator().manual_seed(0))
+    assert (drawn.mean(0) - 3).abs().max() < 0.15 and ((drawn.std(0) / spread - 1).abs().max() < 0.1)
+    torch.testing.assert_close(kept.norm(dim=1), torch.ones(4000))
+
+
 def test_discriminator_is_ternary(dtn):
     assert dtn.D(torch.zeros(5, 3, 64, 64)).shape == (5, 3)
     assert dtn.g(torch.randn(4, F_DIM[dtn.params.f_layer]), 2).shape == (4, 3, 64, 64)   # 2 of S, 2 of T

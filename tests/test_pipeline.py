@@ -33,6 +33,7 @@ TINY = {
     "train.fader.lambda_steps": 1, "evaluate.fader.identity_faces": 8,
     "train.dtn.g_width": 4, "train.dtn.d_width": 4, "train.dtn.batch_size": 4, "train.dtn.tid_warmup": 1,
     "train.dtn.f_components": 4,   # the tiny run renders 10 training avatars
+    "train.dtn.assign_bank": 16, "train.dtn.assign_steps": 2, "train.dtn.assign_synthetic": 8,
     "multipie.max_images": 156, "multipie.split": {"train": 0.5, "val": 0.0, "test": 0.5},
     "evaluate.dtn.retrieval": 8, "evaluate.dtn.retrieval_sets": 2, "evaluate.dtn.identity_faces": 8,
     "train.tpgan.size": 64, "train.tpgan.width": 4, "train.tpgan.local_width": 4, "train.tpgan.d_width": 4,

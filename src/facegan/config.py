@@ -343,6 +343,10 @@ class DTNParams(MethodParams):
     const_parts: float = bounded(50.0, 0.0)    # parts: weight of L_CONST by assignment (ours; 0: off)
     const_neighbours: int = bounded(10, 1, 100_000)   # ... each face's target: its k nearest training avatars
     const_tau: float = bounded(0.05, 1e-4, 10.0)      # ... weighted by softmax(cos / tau)
+    assign_bank: int = bounded(0, 0, 1_000_000)   # ... among the training avatars and this many more drawn by R,
+                                                  # all read as f(J(R(parts))) (0: the training avatars' cached f)
+    assign_steps: int = bounded(0, 0, 10_000_000)  # first steps: h alone on the part-space terms (no render)
+    assign_synthetic: int = bounded(96, 0, 100_000)   # ... with this many synthetic faces (f ~ N of S's f) a step
     g_width: int = bounded(32, 2, 1024)        # g: 8w channels at 4 x 4, halved per doubling (the paper: 512 at 4)
     g_upsample: Literal["transposed", "resize"] = "resize"   # g's x2 upscaling convolution (the paper: "upscaling")
     f_standardise: bool = True                 # g reads f standardised per domain (ours; the paper: as it is)

@@ -68,6 +68,24 @@ def sample_attributes(rng: np.random.Generator) -> dict:
     return chosen
 
 
+def top_kind(top) -> str:
+    """"hair" or "hat": python-avatars lists both kinds of top in one enum, and two share a name (HAT)."""
+    return type(top).__name__.removesuffix("Type").lower()
+
+
+def part_columns(attributes: dict) -> dict:
+    """An avatar's manifest columns of its parts: each option's name, and the top's kind."""
+    return {k: v.name.lower() for k, v in attributes.items()} | {"top_kind": top_kind(attributes["top"])}
+
+
+def sample_part_indices(n: int, seed: int) -> np.ndarray:
+    """n avatars drawn as render_avatars draws them (sample_attributes, seeded), as option indices
+    (n, len(CHOSEN_PARTS)) in CHOSEN_PARTS order, without rendering them."""
+    rng = np.random.default_rng(seed)
+    indices = part_indices(pd.DataFrame([part_columns(sample_attributes(rng)) for _ in range(n)]))
+    return np.stack([indices[part] for part in CHOSEN_PARTS], 1).reshape(n, len(CHOSEN_PARTS))
+
+
 def avatar_svg(attributes: dict) -> str:
     import python_avatars as pa
 
@@ -114,7 +132,7 @@ def part_indices(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     for part, options in part_options().items():
         keys = [o.name.lower() for o in options]
         if part == "top":
-            keys = [(type(o).__name__.removesuffix("Type").lower(), name) for o, name in zip(options, keys)]
+            keys = [(top_kind(o), name) for o, name in zip(options, keys)]
             values = list(zip(frame["top_kind"], frame["top"]))
         else:
             values = list(frame[part])
@@ -277,8 +295,7 @@ def run_render_avatars(params: RenderAvatarsParams, out_dir, seed_offset: int = 
         images.append(image)
         quality.kept += 1
         records.append({"path": f"avatar_{index:05d}", "identity": f"avatar_{index:05d}",
-                        **{k: v.name.lower() for k, v in attributes.items()},
-                        "top_kind": type(attributes["top"]).__name__.removesuffix("Type").lower(),   # hair | hat
+                        **part_columns(attributes),
                         "glasses": int(attributes["accessory"].name not in NOT_GLASSES),
                         "hat": int(attributes["top"].name in HAT_NAMES)})
     frame = assign_splits(pd.DataFrame.from_records(records), params.split, params.seed)
