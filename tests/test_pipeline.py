@@ -33,7 +33,7 @@ TINY = {
     "train.fader.lambda_steps": 1, "evaluate.fader.identity_faces": 8,
     "train.dtn.g_width": 4, "train.dtn.d_width": 4, "train.dtn.batch_size": 4, "train.dtn.tid_warmup": 1,
     "train.dtn.f_components": 4,   # the tiny run renders 10 training avatars
-    "train.dtn.assign_bank": 16, "train.dtn.assign_steps": 2, "train.dtn.assign_synthetic": 8,
+    "train.dtn.assign_bank": 16, "train.dtn.assign_steps": 1, "train.dtn.assign_synthetic": 8,
     "multipie.max_images": 156, "multipie.split": {"train": 0.5, "val": 0.0, "test": 0.5},
     "evaluate.dtn.retrieval": 8, "evaluate.dtn.retrieval_sets": 2, "evaluate.dtn.identity_faces": 8,
     "train.tpgan.size": 64, "train.tpgan.width": 4, "train.tpgan.local_width": 4, "train.tpgan.d_width": 4,
@@ -154,8 +154,10 @@ def test_dvc_repro_tiny(tiny_run):
     assert dtn["retrieval_chance"] == 1 / 8 and dtn["target"] == "avatars" and 0 <= dtn["retrieval_rank1_perturbed"] <= 1
     assert all((repo / "reports/eval/dtn" / name).exists() for name in ("faces_to_avatars.png",
                                                                        "target_identity.png"))
-    curve = pd.read_csv(repo / "reports/train/dtn/losses.csv")   # step 1: warm-up (g on L_TID), then the game
-    assert curve["loss_const"].isna().tolist() == [True, False, False] and curve["loss_tid"].notna().all()
+    # step 1: h alone on the part-space terms (assign_steps), step 2: warm-up (g on L_TID), step 3: the game
+    curve = pd.read_csv(repo / "reports/train/dtn/losses.csv")
+    assert curve["loss_const"].isna().tolist() == [True, True, False]
+    assert curve["loss_tid"].isna().tolist() == [True, False, False] and curve["loss_const_parts"].notna().all()
 
     tpgan = metrics["tpgan"]
     assert {"psnr", "l1", "symmetry_error", "rank1_facenet_raw", "rank1_facenet_frontalized", "rank1_dlib_raw",
