@@ -83,7 +83,7 @@ def sample_part_indices(n: int, seed: int) -> np.ndarray:
     (n, len(CHOSEN_PARTS)) in CHOSEN_PARTS order, without rendering them."""
     rng = np.random.default_rng(seed)
     indices = part_indices(pd.DataFrame([part_columns(sample_attributes(rng)) for _ in range(n)]))
-    return np.stack([indices[part] for part in CHOSEN_PARTS], 1).reshape(n, len(CHOSEN_PARTS))
+    return np.stack([indices[part] for part in CHOSEN_PARTS], 1)
 
 
 def avatar_svg(attributes: dict) -> str:

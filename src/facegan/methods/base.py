@@ -222,6 +222,23 @@ class Method(nn.Module, ABC):
         return keys
 
 
+class CelebAAttributeData:
+    """Training data of the methods conditioned on CelebA's binary attributes (cGAN, Fader): the aligned
+    train split and `params.attributes` as 0/1. Put it before the Method base class."""
+
+    @staticmethod
+    def training_data(root, params) -> TrainingData:
+        from facegan.data.datasets import celeba_attributes
+
+        images, labels, _ = celeba_attributes(root, params.attributes, "train")
+        return TrainingData(images, labels)
+
+    @staticmethod
+    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
+        rng = np.random.default_rng(seed)
+        return TrainingData(random_images(rng, n, image_size), rng.integers(0, 2, (n, len(params.attributes))))
+
+
 class GeneratorMethod(Method):
     """Images from conditions: `generate` is the one inference entry point."""
 

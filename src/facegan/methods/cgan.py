@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.base import GANMethod, Metric, TrainingData, random_images
+from facegan.methods.base import CelebAAttributeData, GANMethod, Metric
 from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 
@@ -37,7 +37,7 @@ class Discriminator(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(1)
 
 
-class CGAN(GANMethod):
+class CGAN(CelebAAttributeData, GANMethod):
     name = "cgan"
     losses = ("loss_d_real", "loss_d_fake", "loss_g")
     headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
@@ -96,19 +96,6 @@ class CGAN(GANMethod):
         return self.generate(rows.repeat_interleave(8, 0), z.repeat(len(rows), 1))
 
     # ---------------------------------------------------------------- data and evaluation
-    @staticmethod
-    def training_data(root, params) -> TrainingData:
-        """Aligned CelebA train split and the configured attributes (0/1)."""
-        from facegan.data.datasets import celeba_attributes
-
-        images, labels, _ = celeba_attributes(root, params.attributes, "train")
-        return TrainingData(images, labels)
-
-    @staticmethod
-    def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
-        rng = np.random.default_rng(seed)
-        return TrainingData(random_images(rng, n, image_size), rng.integers(0, 2, (n, len(params.attributes))))
-
     @staticmethod
     def training_labels(root, params):
         """The train split's attribute vectors alone (no images decoded)."""

@@ -613,8 +613,7 @@ class DomainTransferNetwork(TransformMethod):
         alpha = self.alpha_at(step - assigning - p.tid_warmup)
         for _ in range(p.g_steps):
             losses = self.generator_step(f_s, f_t, t, kept, alpha, generator, parts_t)
-        losses |= {"loss_d": loss_d.item()}
-        return {name: losses[name] for name in self.losses}   # the order the dvc.yaml plot lists
+        return self.loss_row(losses | {"loss_d": loss_d.item()})
 
     def generator_step(self, f_s, f_t, t, kept, alpha: float, generator, parts_t=None) -> dict[str, float]:
         """One Adam step of g on L_G = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV."""
@@ -795,14 +794,18 @@ class DomainTransferNetwork(TransformMethod):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        nan = float("nan")
-        losses = {"loss_d": nan, "loss_gang": nan, "loss_const": nan, "loss_tid": nan, "loss_tv": nan,
-                  "loss_g": loss.item(), "loss_tid_parts": loss_tid.item(), "loss_const_parts": loss_const.item()}
-        return {name: losses[name] for name in self.losses}
+        return self.loss_row({"loss_g": loss.item(), "loss_tid_parts": loss_tid.item(),
+                              "loss_const_parts": loss_const.item()})
+
+    def loss_row(self, measured: dict[str, float]) -> dict[str, float]:
+        """The logged losses in `self.losses` order; NaN for a term the step did not compute (the assign
+        and warm-up steps run no D and no f)."""
+        return {name: measured.get(name, float("nan")) for name in self.losses}
 
     def const_parts_loss(self, logits_s: dict[str, torch.Tensor], kept_s: torch.Tensor) -> torch.Tensor:
         """L_CONST by assignment (ours, `const_parts`): each face's target is the part choice of its
-        `const_neighbours` nearest training avatars in centred f at const_layer (cos(f(t) - m_T, f(s) - m_S),
+        `const_neighbours` nearest avatars of the assignment bank (the training avatars, and `assign_bank`
+        more drawn by R, see fit_to_training_data) in centred f at const_layer (cos(f(t) - m_T, f(s) - m_S),
         L_CONST's own measure), weighted by softmax(cos / const_tau); h's cross-entropy against it.
 
         Why: L_CONST's gradient through the part choices is a poor guide. Optimising each of 100 test
@@ -836,10 +839,8 @@ class DomainTransferNetwork(TransformMethod):
         opt["g"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["g"].step()
-        nan = float("nan")
-        losses = {"loss_d": nan, "loss_gang": nan, "loss_const": nan, "loss_tv": loss_tv.item(),
-                  "loss_g": loss_g.item()} | {name: v.item() for name, v in drawn.items()}
-        return {name: losses[name] for name in self.losses}
+        return self.loss_row({"loss_tv": loss_tv.item(), "loss_g": loss_g.item()}
+                             | {name: v.item() for name, v in drawn.items()})
 
     def progress_probe(self, root, labels, n):
         """FID of G(s) for n fixed CelebA test faces against the real test targets (fid_stats): does g

@@ -77,6 +77,12 @@ collapse min):
   0.15 / 0.12; lambda_prior 0.1: ... / 0.50 / 0.26; 0.19 / 0.15; lambda_prior
   0.3: 1.00 / 1.00 / 0.92 / 0.78 / 0.61 / 0.32; 0.12 / 0.06 (PSNR 16.9: the
   output is the prior with its seams and grey wedges; G hardly draws).
+Later runs (issue 23; FaceNet with distractors at 60 / 75 / 90, then the face-region protocol at 90):
+the default, seeds 0 and 1: 0.64 / 0.51 / 0.24, 0.26 and 0.75 / 0.57 / 0.36, 0.26; 6 minutes (660
+steps): 0.47 / 0.40 / 0.29, 0.26; lambda_id 0, seeds 0 and 1: 0.67 / 0.60 / 0.36, 0.26 and 0.72 / 0.58
+/ 0.33, 0.21 (no better than the default's seed 1); lambda_ip 0.03: 0.65 / 0.43 / 0.24, 0.26; both:
+0.75 / 0.57 / 0.18, 0.11. At 90 degrees the seed moves rank-1 by 0.1 (72 probes), more than any
+recipe, and a longer run does not lift it: 0.3 holds on some seeds only.
 The outputs are frontal faces of the person, blurred where G draws over the
 warp (most at 15-45 degrees); at 90 degrees the one-sided warp's seams show.
 Before the prior, G redrew its training people (the runs below).

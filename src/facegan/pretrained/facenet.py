@@ -176,7 +176,10 @@ class FaceNet(nn.Module):
         return super().train(False)  # batch norm statistics stay the pretrained ones
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net.features(standardise(images))
+        """channels_last in (and the weights, load_facenet): forward + backward of 128 faces at 160 px in
+        bf16 on 2 cores took 2.4 s against 2.9-3.2 s contiguous (Beholder's inversion, the losses through
+        f); the inference alone is the same."""
+        return self.net.features(standardise(images).contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)["embedding"]
@@ -255,7 +258,7 @@ def load_facenet(path: str, device: str = "cpu") -> FaceNet:
         raise FileNotFoundError(f"{path} not found: run `dvc repro convert_facenet`")
     net = InceptionResnetV1()
     net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    return FaceNet(net).to(device)
+    return FaceNet(net).to(device, memory_format=torch.channels_last)
 
 
 def load_converted(root: Path, device="cpu") -> FaceNet:
