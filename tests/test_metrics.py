@@ -59,13 +59,18 @@ def test_frechet_and_kid_equal_their_textbook_forms():
     """FID's eigenvalue trace against scipy's sqrtm, KID's shared Gram blocks against per-subset kernels."""
     import scipy.linalg
 
-    from facegan.metrics.fid import frechet_distance, statistics
+    from facegan.metrics.fid import frechet_distance, frechet_distance_to_sample, statistics
 
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(300, 12)), rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + 0.5
     (mu1, s1), (mu2, s2) = statistics(a), statistics(b)
     textbook = np.square(mu1 - mu2).sum() + np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2)))
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(textbook, rel=1e-9)
+    # fewer samples than dimensions (500 images, 2048-d): the n x n route gives the same distance (to the
+    # round-off of the d x d route, whose zero eigenvalues come out as +-1e-15 and add their square roots)
+    few = rng.normal(size=(9, 12)) * 2 + 1
+    assert frechet_distance_to_sample(mu1, s1, few) == pytest.approx(frechet_distance(mu1, s1, *statistics(few)),
+                                                                      rel=1e-6)
     subsets, m, d = 5, 50, a.shape[1]
     pick = np.random.default_rng(0)
     values = []
@@ -147,11 +152,32 @@ def test_identity_preservation_against_its_ceiling():
 
 
 def test_dlib_descriptors_tell_people_apart(faces):
-    descriptors = identity.dlib_descriptors(faces[:6], 0.28, 0.38, workers=2)
+    descriptors = identity.dlib_descriptors(faces[:6], 0.28, 0.38)
     assert descriptors.shape == (6, 128)
-    np.testing.assert_allclose(descriptors, identity.dlib_descriptors(faces[:6], 0.28, 0.38, workers=1), atol=1e-6)
-    flipped = identity.dlib_descriptors(faces[:6, :, ::-1].copy(), 0.28, 0.38, workers=1)
+    flipped = identity.dlib_descriptors(faces[:6, :, ::-1].copy(), 0.28, 0.38)
     assert np.linalg.norm(descriptors - flipped, axis=1).max() < 0.6
+
+
+def test_dlib_resnet_in_torch_equals_dlibs_own(faces):
+    """The PyTorch port reads dlib's file and gives dlib's descriptors (dlib's own network: the reference)."""
+    import dlib
+
+    from facegan.metrics.identity import _template_shape
+    from facegan.pretrained import dlib_models, dlib_resnet
+
+    shape = _template_shape(faces.shape[1], 0.28, 0.38)
+    chips = [dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25) for im in faces[:8]]
+    theirs = np.array([np.array(d) for d in dlib_models.load("descriptor").compute_face_descriptor(chips)])
+    ours = dlib_resnet.describe_chips(chips)
+    assert np.abs(ours - theirs).max() < 1e-4 and np.abs(theirs).mean() > 0.05
+
+
+def test_dlib_resnet_refuses_a_file_of_another_network():
+    from facegan.pretrained import dlib_models, dlib_resnet
+
+    whole = dlib_models.model_path("descriptor").read_bytes()
+    with pytest.raises(ValueError, match=r"half.dat: \d+ weight tensors, the face-descriptor ResNet has 59"):
+        dlib_resnet.load_weights(dlib_resnet.DlibResNet(), whole[: len(whole) // 2], "half.dat")
 
 
 def test_attribute_classifier_trains_and_predicts(faces):

@@ -197,7 +197,6 @@ class IdentityParams:
     set: Literal["celeba"] = "celeba"
     split: Literal["train", "val", "test"] = "test"
     pairs: int = bounded(3000, 10, 1_000_000)   # genuine pairs at most; as many impostors
-    workers: int = bounded(2, 1, 256)
     seed: int = bounded(0, 0)
 
 
@@ -475,6 +474,7 @@ class FaderEval:
         default_factory=lambda: {"Male": 2.0, "Eyeglasses": 2.0, "Young": 10.0},
         metadata={"choices": tuple(CELEBA_ATTRIBUTES), "min": 1.0, "max": 100.0})
     probe_faces: int = bounded(4000, 10, 1_000_000)   # training faces the fresh linear probe on E(x) learns from
+    reconstruction_fid: bool = False   # also FID/KID of the reconstructions (a second Inception pass, ~30 s)
 
 
 @dataclass(frozen=True)

@@ -798,8 +798,8 @@ class DomainTransferNetwork(TransformMethod):
                               "loss_const_parts": loss_const.item()})
 
     def loss_row(self, measured: dict[str, float]) -> dict[str, float]:
-        """The logged losses in `self.losses` order; NaN for a term the step did not compute (the assign
-        and warm-up steps run no D and no f)."""
+        """The logged losses in `self.losses` order; NaN for a term the step did not compute: the assign and
+        warm-up steps run no D and no f, a game step no f while alpha is 0, g_kind decoder no part terms."""
         return {name: measured.get(name, float("nan")) for name in self.losses}
 
     def const_parts_loss(self, logits_s: dict[str, torch.Tensor], kept_s: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,9 @@ the default, seeds 0 and 1: 0.64 / 0.51 / 0.24, 0.26 and 0.75 / 0.57 / 0.36, 0.2
 steps): 0.47 / 0.40 / 0.29, 0.26; lambda_id 0, seeds 0 and 1: 0.67 / 0.60 / 0.36, 0.26 and 0.72 / 0.58
 / 0.33, 0.21 (no better than the default's seed 1); lambda_ip 0.03: 0.65 / 0.43 / 0.24, 0.26; both:
 0.75 / 0.57 / 0.18, 0.11. At 90 degrees the seed moves rank-1 by 0.1 (72 probes), more than any
-recipe, and a longer run does not lift it: 0.3 holds on some seeds only.
+recipe, and a longer run does not lift it: 0.3 holds on some seeds only. At 4x the budget (12 minutes,
+1,419 steps) it falls: 0.25 at 75 and 0.10 at 90 degrees. By then D has won (its loss ~0.002) and G
+draws blurred generic faces over the prior; the default's 3 minutes stop before that.
 The outputs are frontal faces of the person, blurred where G draws over the
 warp (most at 15-45 degrees); at 90 degrees the one-sided warp's seams show.
 Before the prior, G redrew its training people (the runs below).

@@ -95,8 +95,7 @@ def collapse_by_group(outputs, truth, ids, groups, lighting=None) -> dict[str, f
     return result
 
 
-def collapse_measures(outputs: torch.Tensor, truth: torch.Tensor, rows: pd.DataFrame, template: np.ndarray,
-                      workers: int = 2) -> dict:
+def collapse_measures(outputs: torch.Tensor, truth: torch.Tensor, rows: pd.DataFrame, template: np.ndarray) -> dict:
     """The collapse measure per |yaw| twice: on pixels (the issue's definition), and on dlib descriptors cut
     at the fixed frontal template (outputs and truths share that framing). Pixels alone can be passed by
     outputs that copy each input's tones onto one face (different colours, same face); dlib's descriptor
@@ -108,8 +107,8 @@ def collapse_measures(outputs: torch.Tensor, truth: torch.Tensor, rows: pd.DataF
     shape = fixed_shape(template, outputs.shape[-1])
     # each true frontal once (a person's frontal is the target of all 13 yaws)
     _, first, back = np.unique(rows["frontal_path"].to_numpy(str), return_index=True, return_inverse=True)
-    described = [descriptors_at(to_uint8(outputs), shape, workers),
-                 descriptors_at(to_uint8(truth[torch.from_numpy(first)]), shape, workers)[back]]
+    described = [descriptors_at(to_uint8(outputs), shape),
+                 descriptors_at(to_uint8(truth[torch.from_numpy(first)]), shape)[back]]
     result = {"collapse_by_yaw": collapse_by_group(outputs, truth, ids, abs_yaw, flash),
               "collapse_dlib_by_yaw": collapse_by_group(*described, ids, abs_yaw, flash)}
     minima = [min(result[k].values(), default=None) for k in ("collapse_by_yaw", "collapse_dlib_by_yaw")]

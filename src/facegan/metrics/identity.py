@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
 from facegan.faces.align import template_pixels
-from facegan.pretrained import dlib_models
 
 DLIB_THRESHOLD = 0.6
 FOLDS = 10
@@ -32,24 +29,20 @@ def _template_shape(size: int, eye_distance: float, eye_y: float):
     return fixed_shape(template_pixels(size, eye_distance, eye_y), size)
 
 
-def _descriptor_chunk(chips: list) -> np.ndarray:
-    model = dlib_models.load("descriptor")
-    return np.array([np.array(d) for d in model.compute_face_descriptor(chips)], dtype=np.float64).reshape(-1, 128)
-
-
-def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float, workers: int = 2,
-                     chunk: int = 32) -> np.ndarray:
+def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float) -> np.ndarray:
     """(N, H, W, 3) uint8 aligned crops -> (N, 128) dlib ResNet descriptors."""
-    return descriptors_at(images, _template_shape(images.shape[1], eye_distance, eye_y), workers, chunk)
+    return descriptors_at(images, _template_shape(images.shape[1], eye_distance, eye_y))
 
 
-def descriptors_at(images: np.ndarray, shape, workers: int = 2, chunk: int = 32) -> np.ndarray:
+def descriptors_at(images: np.ndarray, shape) -> np.ndarray:
     """dlib descriptors of crops that share one framing: the chip is cut at the fixed landmarks `shape`
     (a dlib.full_object_detection), no detector (which fails on blurred generator outputs)."""
     import dlib
 
-    chips = [dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25) for im in images]
-    return chip_descriptors(chips, workers, chunk)
+    from facegan.pretrained.dlib_resnet import describe_chips
+
+    return describe_chips([dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25)
+                           for im in images])
 
 
 def fixed_shape(points: np.ndarray, size: int):
@@ -60,18 +53,6 @@ def fixed_shape(points: np.ndarray, size: int):
                                       [dlib.point(int(round(x)), int(round(y))) for x, y in points])
 
 
-def chip_descriptors(chips: list, workers: int = 2, chunk: int = 32) -> np.ndarray:
-    """dlib face chips -> (N, 128) descriptors. The dlib wheel has no BLAS (~70 ms a face on
-    one core), so chunks of chips are spread over a process pool of `workers`."""
-    chunks = [chips[i:i + chunk] for i in range(0, len(chips), chunk)]
-    if workers <= 1 or len(chunks) < 2:
-        parts = [_descriptor_chunk(c) for c in chunks]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_descriptor_chunk, chunks))
-    return np.concatenate(parts) if parts else np.zeros((0, 128))
-
-
 def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 200,
                               workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """dlib's own pipeline on unaligned photos: find the face (`detectors` in order), place the
@@ -80,6 +61,7 @@ def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 
     import dlib
 
     from facegan.faces.landmarks import detect_many
+    from facegan.pretrained.dlib_resnet import describe_chips
 
     landmarks, _ = detect_many(list(images), detectors, detect_side, workers)
     found = ~np.isnan(landmarks).any(axis=(1, 2))
@@ -91,7 +73,7 @@ def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 
         chips.append(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=150, padding=0.25))
     descriptors = np.full((len(images), 128), np.nan)
     if chips:
-        descriptors[found] = chip_descriptors(chips, workers)
+        descriptors[found] = describe_chips(chips)
     return descriptors, found
 
 
@@ -241,7 +223,7 @@ def run_identity_gallery(params, align, root) -> dict:
     from facegan.pretrained.features import load_features
 
     images, frame = load_images(set_folder(root, params.set), [params.split])
-    dlib_desc = dlib_descriptors(images, align.eye_distance, align.eye_y, workers=params.workers)
+    dlib_desc = dlib_descriptors(images, align.eye_distance, align.eye_y)
     embeddings = load_features(root, params.set, frame["path"])["embedding"]
     path = gallery_path(root, params.set, params.split)
     path.parent.mkdir(parents=True, exist_ok=True)
