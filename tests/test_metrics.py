@@ -160,13 +160,11 @@ def test_dlib_descriptors_tell_people_apart(faces):
 
 def test_dlib_resnet_in_torch_equals_dlibs_own(faces):
     """The PyTorch port reads dlib's file and gives dlib's descriptors (dlib's own network: the reference)."""
-    import dlib
-
     from facegan.metrics.identity import _template_shape
     from facegan.pretrained import dlib_models, dlib_resnet
 
     shape = _template_shape(faces.shape[1], 0.28, 0.38)
-    chips = [dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25) for im in faces[:8]]
+    chips = [dlib_resnet.face_chip(im, shape) for im in faces[:8]]
     theirs = np.array([np.array(d) for d in dlib_models.load("descriptor").compute_face_descriptor(chips)])
     ours = dlib_resnet.describe_chips(chips)
     assert np.abs(ours - theirs).max() < 1e-4 and np.abs(theirs).mean() > 0.05
@@ -208,3 +206,23 @@ def test_fid_standard_error_shrinks_with_the_sample():
     assert 0 < large < small / 2
     result = fid_kid_against(reference, rng.normal(0.3, 1, size=(400, 16)), kid_subsets=5, se_rounds=5)
     assert result["fid_se"] > 0 and result["fid"] > 3 * result["fid_se"]
+
+
+def test_reference_subset_is_the_named_images_statistics(tmp_path):
+    """GeoGAN's FID reference (the test faces with the attribute) comes from the split's cached features."""
+    from facegan.metrics.fid import load_reference, reference_subset, save_reference, statistics
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(50, 8))
+    names = np.array([f"img{k:02d}.png" for k in range(50)])
+    save_reference(tmp_path / "split.npz", features, paths=names)
+    reference = load_reference(tmp_path / "split.npz")
+    chosen = [7, 3, 41, 12, 30, 5, 19, 22, 48, 0]
+    subset = reference_subset(reference, names[chosen])
+    mu, sigma = statistics(features[chosen].astype(np.float32).astype(np.float64))
+    assert np.allclose(subset["mu"], mu) and np.allclose(subset["sigma"], sigma)
+    with pytest.raises(KeyError, match="no image named 'nobody.png'"):
+        reference_subset(reference, ["nobody.png"])
+    save_reference(tmp_path / "old.npz", features)
+    with pytest.raises(KeyError, match="run `dvc repro fid_stats`"):
+        reference_subset(load_reference(tmp_path / "old.npz"), names[:2])

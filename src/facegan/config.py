@@ -255,7 +255,7 @@ class TrainCommonParams:
     seed: int = bounded(0, 0)
     batch_size: int = bounded(64, 1, 8192)   # per process
     max_steps: int = bounded(4000, 1)
-    max_minutes: float = bounded(8.0, 0.0)   # wall-clock budget; stops cleanly and saves
+    max_minutes: float = bounded(9.5, 0.0)   # wall-clock budget; stops cleanly and saves
     checkpoint_every: int = bounded(500, 1)
     sample_every: int = bounded(500, 1)
     log_every: int = bounded(20, 1)

@@ -144,6 +144,20 @@ def fid_kid_against(reference: dict, fake_features: np.ndarray, kid_subsets: int
     return result
 
 
+def reference_subset(reference: dict, paths) -> dict:
+    """The cached reference of a split restricted to the named images (e.g. GeoGAN's faces with the
+    attribute): their rows of the cached features, no second Inception pass."""
+    from facegan.data.datasets import rows_of
+    import pandas as pd
+
+    if "paths" not in reference:
+        raise KeyError("the cached FID reference names no images: run `dvc repro fid_stats`")
+    features = reference["features"][rows_of(pd.DataFrame({"path": reference["paths"]}), list(paths))]
+    features = features.astype(np.float64)
+    mu, sigma = statistics(features)
+    return {"features": features, "mu": mu, "sigma": sigma}
+
+
 def reference_of(images: np.ndarray) -> dict:
     """A reference computed here from (N, H, W, 3) uint8 real images (a set fid_stats does not cache)."""
     features = inception_features([images])
@@ -181,10 +195,11 @@ def run_fid_stats(params, root: Path) -> dict:
     device = resolve_device(params.device)
     report = {}
     for name in params.sets:
-        images, _ = load_images(set_folder(root, name), [params.split])
+        images, frame = load_images(set_folder(root, name), [params.split])
         features = inception_features(batches_of(images, params.batch_size), device, params.precision)
         size = images.shape[1]
         save_reference(reference_path(root, name, params.split, size), features, set=name, split=params.split,
+                       paths=frame["path"].to_numpy(dtype=str),
                        size=size, precision=precision_used(device, params.precision))
         order = np.random.default_rng(0).permutation(len(features))
         half = len(features) // 2

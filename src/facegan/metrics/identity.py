@@ -6,7 +6,7 @@ the other nine is applied to it; the mean accuracy over folds is reported, and
 for dlib also the accuracy at its fixed same-person threshold 0.6.
 
 Every image here is an aligned crop (real or generated in the aligned frame),
-so the dlib chip (150 x 150, `dlib.get_face_chip`) is cut with the alignment
+so the dlib chip (150 x 150, `dlib_resnet.face_chip`) is cut with the alignment
 template's landmarks at the image's size: real photos and method outputs go
 through exactly the same geometry.
 """
@@ -37,12 +37,9 @@ def dlib_descriptors(images: np.ndarray, eye_distance: float, eye_y: float) -> n
 def descriptors_at(images: np.ndarray, shape) -> np.ndarray:
     """dlib descriptors of crops that share one framing: the chip is cut at the fixed landmarks `shape`
     (a dlib.full_object_detection), no detector (which fails on blurred generator outputs)."""
-    import dlib
+    from facegan.pretrained.dlib_resnet import describe_chips, face_chip
 
-    from facegan.pretrained.dlib_resnet import describe_chips
-
-    return describe_chips([dlib.get_face_chip(np.ascontiguousarray(im), shape, size=150, padding=0.25)
-                           for im in images])
+    return describe_chips([face_chip(im, shape) for im in images])
 
 
 def fixed_shape(points: np.ndarray, size: int):
@@ -61,7 +58,7 @@ def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 
     import dlib
 
     from facegan.faces.landmarks import detect_many
-    from facegan.pretrained.dlib_resnet import describe_chips
+    from facegan.pretrained.dlib_resnet import describe_chips, face_chip
 
     landmarks, _ = detect_many(list(images), detectors, detect_side, workers)
     found = ~np.isnan(landmarks).any(axis=(1, 2))
@@ -70,7 +67,7 @@ def detected_dlib_descriptors(images: np.ndarray, detectors, detect_side: int = 
         (x0, y0), (x1, y1) = points.min(0), points.max(0)
         shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)),
                                            [dlib.point(int(round(x)), int(round(y))) for x, y in points])
-        chips.append(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=150, padding=0.25))
+        chips.append(face_chip(image, shape))
     descriptors = np.full((len(images), 128), np.nan)
     if chips:
         descriptors[found] = describe_chips(chips)

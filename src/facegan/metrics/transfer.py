@@ -145,7 +145,7 @@ def evaluate_transfer(transfer, attribute: str, context) -> dict:
     """transfer(a, b) -> {"output", "flow", "warped", "mask"}: G(a, b_y) and its parts; attribute: the one it
     moves; context: methods.base.EvalContext (own: evaluate.geogan)."""
     from facegan.data.datasets import faces_with_landmarks
-    from facegan.metrics.fid import reference_of
+    from facegan.metrics.fid import load_reference, reference_path, reference_subset
 
     root, settings, own = context.root, context.shared, context.own
     faces, landmarks, frame = faces_with_landmarks(root, "test")
@@ -178,7 +178,9 @@ def evaluate_transfer(transfer, attribute: str, context) -> dict:
     sample = np.random.default_rng(settings.seed).permutation(len(a_rows))[:own.landmark_faces]
     result.update(dlib_landmark_error(parts["warped"][sample], landmarks[a_rows][sample], b[sample],
                                       landmarks[partner][sample]))
-    result.update(context.fid_kid(outputs[:settings.n_samples], reference_of(faces[b_rows])))
+    split_reference = load_reference(reference_path(root, "celeba", "test", faces.shape[1]))
+    reference = reference_subset(split_reference, frame["path"].to_numpy(dtype=str)[b_rows])
+    result.update(context.fid_kid(outputs[:settings.n_samples], reference))
     result["fid_reference"] = f"{len(b_rows)} real test faces with {attribute}"
     if attribute == "Smiling":
         result.update(london_ground_truth(transfer, root, settings.seed, context))

@@ -154,6 +154,14 @@ def load(device: str = "cpu") -> DlibResNet:
     return net.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
 
 
+def face_chip(image: np.ndarray, shape) -> np.ndarray:
+    """dlib's chip of one face: (CHIP, CHIP, 3) uint8 cut from an RGB image at the 68 landmarks `shape`
+    (a dlib.full_object_detection) with dlib's own padding, as dlib's face-recognition example does."""
+    import dlib
+
+    return dlib.get_face_chip(np.ascontiguousarray(image), shape, size=CHIP, padding=0.25)
+
+
 @torch.inference_mode()
 def describe_chips(chips: list[np.ndarray] | np.ndarray, batch: int = 64, device: str = "cpu") -> np.ndarray:
     """dlib face chips ((150, 150, 3) uint8 RGB, `dlib.get_face_chip`) -> (N, 128) float64 descriptors, in
