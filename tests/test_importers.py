@@ -14,7 +14,7 @@ from facegan.data.ingest import run_ingest
 from facegan.data.london import import_london
 from facegan.data.quality import DataError
 from facegan.data.ratings import read_ratings
-from facegan.data.scut import import_scut
+from facegan.data.scut import clean_ratings, import_scut, read_labels, read_v1_ratings, v2_name
 from facegan.data.umist import import_umist
 
 
@@ -130,11 +130,72 @@ def test_scut_format(mirror, tmp_path):
 
     frame, quality = import_scut(src, tmp_path / "out", SourceParams(), 0)
     assert sorted(frame["identity"]) == ["AF1", "CM2"]
-    assert dict(quality.skipped) == {"image_without_ratings": 1, "ratings_without_image": 1}
-    assert quality.notes["missing_rating"] == 1 and quality.notes["raters"] == 3
+    assert dict(quality.skipped) == {"image_without_ratings_or_label": 1, "ratings_without_image": 1}
+    assert quality.notes["face_with_fewer_raters"] == 1 and quality.notes["raters"] == 3
     assert set(frame["race"]) == {"asian", "caucasian"}
     ratings, _ = read_ratings(tmp_path / "out")
     assert ratings.shape == (2, 3) and ratings.loc["CM2"].isna().sum() == 1
+
+
+def test_scut_v1_ratings_of_the_mirror_reproduce_the_official_labels(mirror):
+    """MIRROR_NOTES.md's rule (ftw = CF, mtw = CM, fty = AF, mty = AM, numbers unchanged) checked by the data:
+    the 60 raters' mean of every complete face equals its official label."""
+    from facegan.data.quality import SetQuality
+
+    src = mirror / "SCUT-FBP5500"
+    quality = SetQuality("scut")
+    long = clean_ratings(read_v1_ratings(src / "All_Ratings_v1", quality), quality)
+    assert sum(quality.skipped.values()) == 0
+    labels, split = read_labels(src)
+    assert len(labels) == 5500 and split.value_counts().to_dict() == {"train": 3300, "test": 2200}
+    per_face = long.groupby("Filename")["Rating"].agg(["mean", "count"])
+    complete = per_face[per_face["count"] == 60]
+    assert len(complete) == 3682 and set(per_face.index[per_face["count"] < 60]) == {"AF1092.jpg", "AM1981.jpg"}
+    assert (complete["mean"] - labels[complete.index]).abs().max() < 1e-3
+    assert {name[:2] for name in per_face.index} == {"AF", "AM", "CF", "CM"}
+
+
+def test_scut_v1_real_sample(mirror, tmp_path):
+    frame, quality = import_scut(mirror / "SCUT-FBP5500", tmp_path, SourceParams(max_images=150), 0)
+    assert quality.kept == quality.read == 150 and quality.notes["ratings_source_v1_csv"] == 1
+    ratings, raters = read_ratings(tmp_path)
+    assert len(raters) == 60 and len(ratings) == frame["rated"].sum() == quality.notes["rated_faces"]
+    assert quality.notes["image_without_ratings"] == (~frame["rated"]).sum() > 0    # kept, with the label
+    assert frame.loc[~frame["rated"], "mean_rating"].notna().all()
+    assert set(frame["official_split"]) == {"train", "test"}
+    assert (ratings.notna().sum(axis=1) == 60).sum() == len(ratings) - quality.notes["face_with_fewer_raters"]
+
+
+def test_scut_v1_malformed(mirror, tmp_path):
+    """Unknown names, ratings outside 1-5, repeated (rater, face) pairs and a face with fewer raters: each
+    counted by reason with the row named, nothing else lost."""
+    src = tmp_path / "SCUT-FBP5500"
+    (src / "Images").mkdir(parents=True)
+    (src / "All_Ratings_v1").mkdir()
+    photo = sorted((mirror / "celeba/img_align_celeba").glob("*.jpg"))[0]
+    for name in ("CF1.jpg", "AM2.jpg", "AF3.jpg"):
+        shutil.copy(photo, src / "Images" / name)
+    rows = [f"{r},ftw1.jpg,{1 + r % 5}," for r in (1, 2, 3)] + [f"{r},mty2.jpg,3,4" for r in (1, 2)]
+    rows += ["3,mty2.jpg,9,", "1,xyz7.jpg,3,", "2,ftw1.jpg,5,"]      # out of range, unknown name, repeated pair
+    (src / "All_Ratings_v1/female_white_images.csv").write_text(
+        "Email,Filename,Rating,original Rating,\n" + "\n".join(r + "," for r in rows))
+    (src / "train_test_files/split_of_60%training and 40%testing").mkdir(parents=True)
+    (src / "train_test_files/All_labels.txt").write_text("CF1.jpg 3.0\nAM2.jpg 3.0\nAF3.jpg 2.5\nCM9.jpg 4.0\n")
+    (src / "train_test_files/split_of_60%training and 40%testing/train.txt").write_text("CF1.jpg 3.0\nAF3.jpg 2.5\n")
+
+    frame, quality = import_scut(src, tmp_path / "out", SourceParams(), 0)
+    assert dict(quality.skipped) == {"invalid_or_missing_rating": 1, "unknown_file_name": 1, "duplicate_rating": 1,
+                                     "label_without_image": 1}
+    items = {reason: item for item, reason, _ in quality.skipped_items}
+    assert items["unknown_file_name"] == "All_Ratings_v1/female_white_images.csv:8"
+    assert items["duplicate_rating"] == "All_Ratings_v1/female_white_images.csv:9"
+    assert quality.notes["face_with_fewer_raters"] == 1 and quality.notes["image_without_ratings"] == 1
+    assert quality.notes["raters_mean_differs_from_label"] == 0
+    ratings, _ = read_ratings(tmp_path / "out")
+    assert ratings.loc["CF1"].tolist() == [2.0, 3.0, 4.0] and ratings.loc["AM2"].isna().sum() == 1
+    assert frame.set_index("identity").loc["AF3", ["rated", "mean_rating", "official_split"]].tolist() == \
+        [False, 2.5, "train"]
+    assert v2_name("mtw12.jpg") == "CM12.jpg" and v2_name("CM12.jpg") == "CM12.jpg" and v2_name("x.jpg") is None
 
 
 def test_run_ingest_splits_are_identity_disjoint(mirror, tmp_path, monkeypatch):

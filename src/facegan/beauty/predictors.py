@@ -112,6 +112,27 @@ class RaterEnsemble:
         models = [basis.fit(rater, ratings[:, k], alphas) for k, rater in enumerate(raters)]
         return cls(standardiser, models, descriptor, scale)
 
+    @classmethod
+    def fit_crowd_offset(cls, descriptors: np.ndarray, labels: np.ndarray, rated: np.ndarray, ratings: np.ndarray,
+                         raters: list[str], alphas: list[float], descriptor: str,
+                         scale: tuple[float, float]) -> "RaterEnsemble":
+        """Each rater as the crowd's mean plus a learned offset (ours; Beholder-GAN fits each rater alone):
+        rater k's score ~ m(x) + o_k(x), m a ridge on every face's crowd mean `labels` (N,), o_k a ridge on
+        rater k's deviation from it over the rated faces (`rated`: their rows, (M,); ratings (M, K)). Both
+        are linear in the same standardised descriptors, so each rater is again one RaterRidge (w_m + w_k,
+        b_m + b_k), and faces no rater saw still teach m. The crowd model's penalty and each offset's are
+        chosen by their own leave-one-out error."""
+        standardiser = Standardiser.fit(descriptors)
+        z = standardiser(descriptors)
+        crowd = RidgeBasis(z).fit("crowd", labels, alphas)
+        offsets = RidgeBasis(z[rated])
+        models = []
+        for k, rater in enumerate(raters):
+            own = offsets.fit(rater, ratings[:, k] - labels[rated], alphas)
+            models.append(RaterRidge(rater, crowd.weights + own.weights, crowd.bias + own.bias, own.alpha,
+                                     own.loo_mse))
+        return cls(standardiser, models, descriptor, scale)
+
     def predict(self, descriptors: np.ndarray, clip: bool = False) -> np.ndarray:
         z = self.standardiser(np.asarray(descriptors, np.float64))
         out = np.stack([z @ m.weights + m.bias for m in self.models], axis=1)
