@@ -82,6 +82,29 @@ def test_cross_validation_and_save_load(tmp_path):
     assert np.allclose(loaded.predict(x), ensemble.predict(x))
 
 
+def test_crowd_offset_learns_the_crowd_from_faces_no_rater_saw():
+    """crowd_offset: each rater = a ridge on every labelled face's crowd mean + a ridge on their own offset.
+    With few rated faces and many labelled ones it predicts held-out crowd means better than per-rater fits
+    on the rated faces alone, and each rater's model stays their own (one RaterRidge, saved as before)."""
+    rng = np.random.default_rng(0)
+    n, d = 1200, 40
+    x = rng.normal(size=(n, d))
+    crowd = 3 + 0.6 * x[:, :10].sum(1) / np.sqrt(10)
+    taste = np.stack([0.5 * x[:, 10 + k] for k in range(3)], 1)          # each rater's own direction
+    ratings = crowd[:, None] + taste + 0.5 * rng.normal(size=(n, 3))
+    labels = crowd + 0.1 * rng.normal(size=n)
+    train, test = np.arange(800), np.arange(800, n)
+    rated = np.arange(60)                                              # rows of `train` with ratings
+    plain = RaterEnsemble.fit(x[rated], ratings[rated], ["a", "b", "c"], ALPHAS, "test", (1.0, 5.0))
+    both = RaterEnsemble.fit_crowd_offset(x[train], labels[train], rated, ratings[rated], ["a", "b", "c"], ALPHAS,
+                                          "test", (1.0, 5.0))
+    r = lambda e: np.corrcoef(e.beauty(x[test]), crowd[test])[0, 1]
+    assert r(both) > 0.95 and r(both) > r(plain) + 0.05
+    own = [np.corrcoef(both.predict(x[test])[:, k] - both.beauty(x[test]), taste[test, k])[0, 1] for k in range(3)]
+    assert min(own) > 0.3 and np.mean(own) > 0.4, own     # the offsets carry each rater's own taste
+    assert [m.rater for m in both.models] == ["a", "b", "c"] and both.models[0].weights.shape == (d,)
+
+
 def test_beauty_control_and_strip_identity_figures():
     asked = np.linspace(2, 5, 6)
     rng = np.random.default_rng(0)

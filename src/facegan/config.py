@@ -233,6 +233,7 @@ class BeautyParams:
     seed: int = bounded(0, 0)
     folds: int = bounded(10, 2, 1000)       # cross-validation over faces
     descriptor: Literal["facenet_pool", "facenet_embedding", "dlib"] = "facenet_pool"
+    model: Literal["per_rater", "crowd_offset"] = "per_rater"   # crowd_offset: crowd-mean ridge + each rater's offset
     alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])
 
     def check(self, key: str) -> None:

@@ -181,15 +181,17 @@ def fold_of_each(n: int, folds: int, seed: int) -> np.ndarray:
 
 def cross_validate(descriptors: np.ndarray, ratings: np.ndarray, raters: list[str], crowd_mean: np.ndarray,
                    alphas: list[float], folds: int, seed: int, descriptor: str,
-                   scale: tuple[float, float]) -> tuple[dict, np.ndarray]:
-    """K-fold over faces: every face is predicted by models that never saw it.
+                   scale: tuple[float, float], fit=None) -> tuple[dict, np.ndarray]:
+    """K-fold over faces: every face is predicted by models that never saw it. `fit(rows)` -> a
+    RaterEnsemble on those rows (default: RaterEnsemble.fit, one ridge per rater).
 
     Returns the figures and the out-of-fold (N, K) predictions."""
     assignment = fold_of_each(len(ratings), folds, seed)
     predicted = np.zeros_like(ratings, dtype=np.float64)
     for fold in range(folds):
         train, test = assignment != fold, assignment == fold
-        ensemble = RaterEnsemble.fit(descriptors[train], ratings[train], raters, alphas, descriptor, scale)
+        ensemble = (fit(np.flatnonzero(train)) if fit is not None else
+                    RaterEnsemble.fit(descriptors[train], ratings[train], raters, alphas, descriptor, scale))
         predicted[test] = ensemble.predict(descriptors[test])
     per_rater = np.array([pearson(predicted[:, k], ratings[:, k]) for k in range(len(raters))])
     ensemble_beauty = predicted.mean(1)

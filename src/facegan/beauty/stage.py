@@ -2,12 +2,14 @@
 (they rate every aligned CelebA face: a K-vector beta per image)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facegan.beauty.predictors import (RaterEnsemble, cross_validate, rater_agreement, select_raters)
+from facegan.beauty.predictors import (RaterEnsemble, cross_validate, pearson, rater_agreement,
+                                      select_raters)
 from facegan.data.pseudo_labels import pseudo_label_path
 from facegan.data.quality import DataError, SetQuality, write_part
 
@@ -70,14 +72,17 @@ def dlib_of(images: torch.Tensor, eye_distance: float, eye_y: float) -> np.ndarr
 def load_rated_faces(params, root: Path, quality: SetQuality):
     """The aligned faces of the rating set (one expression) joined to their ratings.
 
-    Faces rated but not aligned, or aligned but not rated, are counted, not dropped silently."""
+    A set with official labels for every face (SCUT-FBP5500: `official_split` and `mean_rating` in its
+    manifest) keeps its faces without per-rater ratings too, with NaN ratings (their labels still train
+    the crowd model and score the judge); elsewhere an aligned face without ratings is skipped. Either way
+    faces rated but not aligned, or aligned but not rated, are counted, not dropped silently."""
     from facegan.data.datasets import load_images, set_folder
     from facegan.data.ratings import read_ratings
 
     folder = set_folder(root, params.set)
     if not (folder / "manifest.csv").exists() or not (root / "data" / "raw" / params.set / "ratings.csv").exists():
         raise DataError(f"beauty.set = {params.set}: {folder}/manifest.csv or data/raw/{params.set}/ratings.csv is "
-                        f"missing; add {params.set} to ingest.sets and align.sets")
+                        f"missing; add {params.set} to ingest.sets, align.sets and features.sets")
     images, frame = load_images(folder)
     if params.expression and "expression" in frame:
         keep = (frame["expression"] == params.expression).to_numpy()
@@ -89,48 +94,116 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
         if face not in aligned:
             quality.skip(face, "rated_face_not_aligned", f"no aligned {params.expression or ''} image")
     rated = frame["identity"].astype(str).isin(ratings.index).to_numpy()
-    for path in frame.loc[~rated, "path"]:
-        quality.skip(path, "aligned_face_without_ratings")
-    images, frame = images[rated], frame[rated].reset_index(drop=True)
+    if has_official_labels(frame):
+        quality.note("aligned_face_with_label_only", int((~rated).sum()))
+    else:
+        for path in frame.loc[~rated, "path"]:
+            quality.skip(path, "aligned_face_without_ratings")
+        images, frame = images[rated], frame[rated].reset_index(drop=True)
     quality.kept = len(frame)
     if len(frame) < max(params.folds, 10):
         raise DataError(f"beauty: only {len(frame)} rated {params.set} faces are aligned; need at least "
                         f"{max(params.folds, 10)}")
-    return images, frame, ratings.loc[frame["identity"].astype(str)], raters
+    return images, frame, ratings.reindex(frame["identity"].astype(str)), raters
+
+
+def has_official_labels(frame) -> bool:
+    """A set whose release gives every face a crowd-mean label and an official split (SCUT-FBP5500)."""
+    return {"official_split", "mean_rating"} <= set(frame.columns)
+
+
+def crowd_means(frame, ratings) -> np.ndarray:
+    """Each face's crowd mean: the release's label where it gives one, else the mean of its raters."""
+    if has_official_labels(frame):
+        return frame["mean_rating"].to_numpy(np.float64)
+    return np.nanmean(ratings.to_numpy(np.float64), 1)
+
+
+def fit_judge(model: str, descriptors, crowd, ratings: np.ndarray, fit_rows, rated_rows, raters, alphas,
+              descriptor, scale) -> RaterEnsemble:
+    """`per_rater` (Beholder-GAN's): rater k's ridge on the faces k rated (rated_rows); `crowd_offset`
+    (ours): the crowd mean's ridge on every face in fit_rows plus each rater's offset from it."""
+    if model == "per_rater":
+        return RaterEnsemble.fit(descriptors[rated_rows], ratings[rated_rows], raters, alphas, descriptor, scale)
+    position = {row: i for i, row in enumerate(fit_rows)}
+    return RaterEnsemble.fit_crowd_offset(descriptors[fit_rows], crowd[fit_rows],
+                                          np.array([position[r] for r in rated_rows]), ratings[rated_rows],
+                                          raters, alphas, descriptor, scale)
 
 
 def run_beauty(params, features, align, root: Path) -> dict:
-    """K per-rater predictors on the rated set; 10-fold CV figures; models/beauty/. `features`: the
-    feature cache's settings, recorded so the judge describes new faces as the cache did."""
+    """K per-rater predictors on the rated set -> models/beauty/ and their figures.
+
+    London: 10-fold cross-validation over its faces, the shipped judge fit on all of them. A set with
+    official labels and split (SCUT-FBP5500): the judge is fit on the official training faces only and
+    scored on the official test faces (the ensemble's Pearson r against the official mean labels, the
+    field's figure; each rater's r on the test faces they rated), so the figures describe the shipped
+    judge. Faces with fewer than all raters' ratings are left out of the per-rater fits and counted.
+    `features`: the feature cache's settings, recorded so the judge describes new faces as the cache did."""
     quality = SetQuality(params.set)
     images, frame, ratings, _ = load_rated_faces(params, root, quality)
     all_ratings = ratings.to_numpy(np.float64)
-    crowd_mean = np.nanmean(all_ratings, 1)
-    raters = select_raters(ratings, params.raters, params.seed)
+    crowd = crowd_means(frame, ratings)
+    counts = (~np.isnan(all_ratings)).sum(1)
+    complete = counts > 0
+    if has_official_labels(frame):   # SCUT's v1 files end within two faces: 39 of the 60 raters
+        complete = counts == counts.max()
+        quality.note("face_with_fewer_raters_not_fit", int(((counts > 0) & ~complete).sum()))
+    raters = select_raters(ratings[complete], params.raters, params.seed)
     chosen = [ratings.columns.get_loc(r) for r in raters]
     y = all_ratings[:, chosen]
     scale = (float(np.nanmin(all_ratings)), float(np.nanmax(all_ratings)))
     descriptors = cached_descriptors(params.descriptor, root, params.set, images, frame["path"], align)
+    fit = functools.partial(fit_judge, params.model, descriptors, crowd, y, raters=raters, alphas=params.alphas,
+                            descriptor=params.descriptor, scale=scale)
 
-    report, _ = cross_validate(descriptors, y, raters, crowd_mean, params.alphas, params.folds, params.seed,
-                               params.descriptor, scale)
-    agreement = rater_agreement(all_ratings, chosen)
-    ensemble = RaterEnsemble.fit(descriptors, y, raters, params.alphas, params.descriptor, scale)
+    if has_official_labels(frame):
+        train = (frame["official_split"] == "train").to_numpy()
+        test = (frame["official_split"] == "test").to_numpy()
+        ensemble = fit(np.flatnonzero(train), np.flatnonzero(train & complete))
+        report = official_split_figures(ensemble, descriptors, crowd, y, train, test, complete)
+    else:
+        report, _ = cross_validate(descriptors, y, raters, crowd, params.alphas, params.folds, params.seed,
+                                   params.descriptor, scale, fit=lambda rows: fit(rows, rows))
+        ensemble = fit(np.arange(len(frame)), np.arange(len(frame)))
+    agreement = rater_agreement(all_ratings[complete], chosen)
     alphas = np.array([m.alpha for m in ensemble.models])
     report.update({
-        "faces": len(frame), "raters_total": int(ratings.shape[1]), "raters_used": len(raters),
+        "faces": len(frame), "faces_rated": int(complete.sum()), "raters_total": int(ratings.shape[1]),
+        "raters_used": len(raters), "model": params.model,
         "descriptor": params.descriptor, "descriptor_dim": int(descriptors.shape[1]),
         "rating_scale_min": scale[0], "rating_scale_max": scale[1],
         "rater_vs_rest_r_median": float(np.median(agreement)),
-        "k_raters_mean_vs_crowd_r": float(np.corrcoef(y.mean(1), crowd_mean)[0, 1]),
+        "k_raters_mean_vs_crowd_r": float(np.corrcoef(y[complete].mean(1), crowd[complete])[0, 1]),
         "alpha_distinct": int(len(np.unique(alphas))), "alpha_median": float(np.median(alphas)),
     })
     ensemble.save(model_folder(root), {"set": params.set, "expression": params.expression,
                                        "descriptor": params.descriptor, "precision": features.precision,
                                        "batch_size": features.batch_size, "eye_distance": align.eye_distance,
-                                       "eye_y": align.eye_y, "raters": raters, "cv": report})
+                                       "eye_y": align.eye_y, "raters": raters, "model": params.model,
+                                       "cv": report})
     write_part(root / "reports" / "data_quality" / "beauty.json", "beauty", {params.set: quality})
     return report
+
+
+def official_split_figures(ensemble: RaterEnsemble, descriptors, crowd, y, train, test, complete) -> dict:
+    """The judge (fit on the official training faces) on the official test faces."""
+    beauty = ensemble.beauty(descriptors[test])
+    rated = complete[test]
+    predicted = ensemble.predict(descriptors[test][rated])
+    per_rater = np.array([pearson(predicted[:, k], y[test][rated][:, k]) for k in range(y.shape[1])])
+    return {
+        "protocol": "official 60/40 split", "train_faces": int(train.sum()), "test_faces": int(test.sum()),
+        "train_faces_rated": int((train & complete).sum()), "test_faces_rated": int(rated.sum()),
+        "ensemble_r": pearson(beauty, crowd[test]),
+        "ensemble_mae": float(np.abs(beauty - crowd[test]).mean()),
+        "ensemble_r_test_rated": pearson(beauty[rated], crowd[test][rated]),
+        "ensemble_r_test_label_only": pearson(beauty[~rated], crowd[test][~rated]) if (~rated).sum() > 2 else None,
+        "per_rater_r_median": float(np.median(per_rater)),
+        "per_rater_r_q25": float(np.quantile(per_rater, 0.25)),
+        "per_rater_r_q75": float(np.quantile(per_rater, 0.75)),
+        "per_rater_r_min": float(per_rater.min()), "per_rater_r_max": float(per_rater.max()),
+    }
 
 
 def run_pseudo_label(params, beauty, align, root: Path) -> dict:
@@ -171,8 +244,10 @@ def save_real_ratings(beauty, raters: list[str], root: Path) -> None:
     """The rating set's own faces with the K raters' REAL ratings, beside the pseudo-labels,
     so a method can mix true and predicted beta (Beholder-GAN's `london_real`)."""
     _, frame, ratings, _ = load_rated_faces(beauty, root, SetQuality(beauty.set))
-    np.savez(pseudo_label_path(root, "real"), beta=ratings[raters].to_numpy(np.float32), set=np.array(beauty.set),
-             raters=np.array(raters), path=frame["path"].to_numpy(str), split=frame["split"].to_numpy(str))
+    beta = ratings[raters].to_numpy(np.float32)
+    rated = ~np.isnan(beta).any(axis=1)    # SCUT: faces with official labels only, or fewer raters, have none
+    np.savez(pseudo_label_path(root, "real"), beta=beta[rated], set=np.array(beauty.set), raters=np.array(raters),
+             path=frame["path"].to_numpy(str)[rated], split=frame["split"].to_numpy(str)[rated])
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
