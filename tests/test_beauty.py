@@ -1,4 +1,5 @@
 """Beholder-GAN's parts: per-rater predictors, beauty control figures, inversion, `facegan beautify`."""
+import json
 import shutil
 
 import numpy as np
@@ -210,3 +211,75 @@ def test_beautify_explains_a_photo_without_a_face(beholder_project, no_face_phot
     assert cli.main(["beautify", str(folder), "--out", str(beholder_project / "many"), "--steps", "1",
                      "--starts", "1"]) == 1
     assert (beholder_project / "many" / "face_beautified.png").exists()
+
+
+def rated_set(root, name, n, raters, official, seed):
+    """A stored rating set under `root`: aligned images, their cached FaceNet pool (a planted beauty
+    direction in feature 0, sex in feature 1) and per-rater ratings. official: SCUT's layout (a label and an
+    official split for every face, ratings for the first 60 %, one rated face with a rater missing)."""
+    from facegan.data.datasets import write_image_set
+    from facegan.data.ratings import rater_ids, write_ratings
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 24))     # a short stand-in for the 1792-d pool
+    sex = np.where(x[:, 1] > 0, "female", "male")
+    crowd = 3 + 0.8 * np.tanh(x[:, 0])
+    ids = [f"{'AF' if s == 'female' else 'AM'}{i + 1}" for i, s in enumerate(sex)]
+    frame = pd.DataFrame({"path": ids, "identity": ids, "split": "train",
+                          ("sex" if official else "face_sex"): sex})
+    n_rated = int(0.6 * n) if official else n
+    scores = np.clip(crowd[:n_rated, None] + 0.3 * rng.normal(size=(n_rated, raters)), 1, 5)
+    ratings = pd.DataFrame(scores, index=ids[:n_rated], columns=rater_ids(raters))
+    if official:
+        ratings.iloc[0, -1] = np.nan
+        frame["mean_rating"] = crowd
+        frame["official_split"] = np.where(rng.random(n) < 0.6, "train", "test")
+    folder = root / "data" / "aligned" / name
+    folder.mkdir(parents=True)
+    write_image_set(folder, frame, np.zeros((n, 4, 4, 3), np.uint8))
+    write_ratings(root / "data" / "raw" / name, ratings, pd.DataFrame({"rater_id": ratings.columns}))
+    (root / "data" / "features").mkdir(parents=True, exist_ok=True)
+    np.savez(root / "data" / "features" / f"{name}.npz", path=np.array(ids), pool=x.astype(np.float32))
+    return crowd
+
+
+def test_beauty_stage_on_a_set_with_official_labels_and_split(tmp_path):
+    """SCUT's protocol: the judge is fit on the official training faces only (label-only faces teach the crowd
+    model, faces with a rater missing are left out of the per-rater fits and counted), scored on the official
+    test faces; the model and the counts are written."""
+    from facegan.beauty.stage import run_beauty
+    from facegan.config import BeautyParams, FeaturesParams
+
+    crowd = rated_set(tmp_path, "scut", 300, 6, official=True, seed=0)
+    for model in ("per_rater", "crowd_offset"):
+        params = BeautyParams(set="scut", raters=5, model=model)
+        report = run_beauty(params, FeaturesParams(), AlignParams(), tmp_path)
+        frame = pd.read_csv(tmp_path / "data/aligned/scut/manifest.csv")
+        test = (frame["official_split"] == "test").to_numpy()
+        assert report["protocol"] == "official 60/40 split" and report["test_faces"] == test.sum()
+        assert report["train_faces_rated"] + report["test_faces_rated"] == 179   # 180 rated, one with a rater missing
+        assert report["ensemble_r"] > 0.9 and report["raters_used"] == 5
+        ensemble = RaterEnsemble.load(tmp_path / "models" / "beauty")
+        x = np.load(tmp_path / "data/features/scut.npz")["pool"].astype(np.float64)
+        assert np.isclose(np.corrcoef(ensemble.beauty(x[test]), crowd[test])[0, 1], report["ensemble_r"])
+    quality = json.loads((tmp_path / "reports/data_quality/beauty.json").read_text())["sets"]["scut"]
+    assert quality["notes"] == {"aligned_face_with_label_only": 120, "face_with_fewer_raters_not_fit": 1}
+    # the judge never sees a test face's label: changing every one of them leaves the model as it was
+    frame["mean_rating"] = np.where(test, 6 - frame["mean_rating"], frame["mean_rating"])
+    frame.to_csv(tmp_path / "data/aligned/scut/manifest.csv", index=False)
+    run_beauty(BeautyParams(set="scut", raters=5, model="crowd_offset"), FeaturesParams(), AlignParams(), tmp_path)
+    assert np.allclose(RaterEnsemble.load(tmp_path / "models" / "beauty").beauty(x), ensemble.beauty(x))
+
+
+def test_judges_are_compared_on_each_others_held_out_faces(tmp_path):
+    from facegan.beauty.compare import compare_judges
+    from facegan.config import BeautyParams
+
+    rated_set(tmp_path, "london", 102, 8, official=False, seed=1)
+    rated_set(tmp_path, "scut", 300, 6, official=True, seed=2)
+    figures = compare_judges(BeautyParams(raters=5, expression=""), AlignParams(), tmp_path)
+    london_on_scut, scut_on_london = figures["london_judge_on_scut"], figures["scut_judge_on_london"]
+    assert scut_on_london["cross"]["faces"] == 102 and london_on_scut["cross"]["faces"] == london_on_scut["own"]["faces"]
+    for row in figures.values():   # the same planted direction: each judge ranks the other's faces
+        assert row["cross"]["spearman"] > 0.8 and row["own"]["spearman"] > 0.8
+        assert {"spearman_female", "spearman_male"} <= set(row["cross"])

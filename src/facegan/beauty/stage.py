@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,16 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
         raise DataError(f"beauty.set = {params.set}: {folder}/manifest.csv or data/raw/{params.set}/ratings.csv is "
                         f"missing; add {params.set} to ingest.sets, align.sets and features.sets")
     images, frame = load_images(folder)
-    if params.expression and "expression" in frame:
-        keep = (frame["expression"] == params.expression).to_numpy()
+    expression = params.expression if "expression" in frame else ""
+    if expression:
+        keep = (frame["expression"] == expression).to_numpy()
         images, frame = images[keep], frame[keep].reset_index(drop=True)
     ratings, raters = read_ratings(root / "data" / "raw" / params.set)
     quality.read = len(ratings)
     aligned = set(frame["identity"].astype(str))
     for face in ratings.index:
         if face not in aligned:
-            quality.skip(face, "rated_face_not_aligned", f"no aligned {params.expression or ''} image")
+            quality.skip(face, "rated_face_not_aligned", f"no aligned {expression + ' ' if expression else ''}image")
     rated = frame["identity"].astype(str).isin(ratings.index).to_numpy()
     if has_official_labels(frame):
         quality.note("aligned_face_with_label_only", int((~rated).sum()))
@@ -131,15 +133,30 @@ def fit_judge(model: str, descriptors, crowd, ratings: np.ndarray, fit_rows, rat
                                           raters, alphas, descriptor, scale)
 
 
-def run_beauty(params, features, align, root: Path) -> dict:
-    """K per-rater predictors on the rated set -> models/beauty/ and their figures.
+@dataclass
+class SetJudge:
+    """A rating set's judge and what it was measured on: `held_out` are the rows of faces the figures
+    came from and `held_out_beauty` the ensemble beauty of each from a model that never saw it (the
+    official test faces; under cross-validation, every face out of fold)."""
+    params: object
+    frame: object
+    descriptors: np.ndarray
+    crowd: np.ndarray
+    ensemble: RaterEnsemble
+    report: dict
+    held_out: np.ndarray
+    held_out_beauty: np.ndarray
+    quality: SetQuality
+
+
+def judge_set(params, align, root: Path) -> SetJudge:
+    """K per-rater predictors on `params.set` and their figures.
 
     London: 10-fold cross-validation over its faces, the shipped judge fit on all of them. A set with
     official labels and split (SCUT-FBP5500): the judge is fit on the official training faces only and
     scored on the official test faces (the ensemble's Pearson r against the official mean labels, the
     field's figure; each rater's r on the test faces they rated), so the figures describe the shipped
-    judge. Faces with fewer than all raters' ratings are left out of the per-rater fits and counted.
-    `features`: the feature cache's settings, recorded so the judge describes new faces as the cache did."""
+    judge. Faces with fewer than all raters' ratings are left out of the per-rater fits and counted."""
     quality = SetQuality(params.set)
     images, frame, ratings, _ = load_rated_faces(params, root, quality)
     all_ratings = ratings.to_numpy(np.float64)
@@ -162,28 +179,44 @@ def run_beauty(params, features, align, root: Path) -> dict:
         test = (frame["official_split"] == "test").to_numpy()
         ensemble = fit(np.flatnonzero(train), np.flatnonzero(train & complete))
         report = official_split_figures(ensemble, descriptors, crowd, y, train, test, complete)
+        held_out = np.flatnonzero(test)
+        held_out_beauty = ensemble.beauty(descriptors[held_out])
     else:
-        report, _ = cross_validate(descriptors, y, raters, crowd, params.alphas, params.folds, params.seed,
-                                   params.descriptor, scale, fit=lambda rows: fit(rows, rows))
+        report, predicted = cross_validate(descriptors, y, raters, crowd, params.alphas, params.folds, params.seed,
+                                           params.descriptor, scale, fit=lambda rows: fit(rows, rows))
         ensemble = fit(np.arange(len(frame)), np.arange(len(frame)))
+        held_out, held_out_beauty = np.arange(len(frame)), predicted.mean(1)
     agreement = rater_agreement(all_ratings[complete], chosen)
     alphas = np.array([m.alpha for m in ensemble.models])
     report.update({
-        "faces": len(frame), "faces_rated": int(complete.sum()), "raters_total": int(ratings.shape[1]),
-        "raters_used": len(raters), "model": params.model,
+        "set": params.set, "faces": len(frame), "faces_rated": int(complete.sum()),
+        "raters_total": int(ratings.shape[1]), "raters_used": len(raters), "model": params.model,
         "descriptor": params.descriptor, "descriptor_dim": int(descriptors.shape[1]),
         "rating_scale_min": scale[0], "rating_scale_max": scale[1],
+        "held_out_spearman": spearman(held_out_beauty, crowd[held_out]),
         "rater_vs_rest_r_median": float(np.median(agreement)),
         "k_raters_mean_vs_crowd_r": float(np.corrcoef(y[complete].mean(1), crowd[complete])[0, 1]),
         "alpha_distinct": int(len(np.unique(alphas))), "alpha_median": float(np.median(alphas)),
     })
-    ensemble.save(model_folder(root), {"set": params.set, "expression": params.expression,
-                                       "descriptor": params.descriptor, "precision": features.precision,
-                                       "batch_size": features.batch_size, "eye_distance": align.eye_distance,
-                                       "eye_y": align.eye_y, "raters": raters, "model": params.model,
-                                       "cv": report})
-    write_part(root / "reports" / "data_quality" / "beauty.json", "beauty", {params.set: quality})
-    return report
+    return SetJudge(params, frame, descriptors, crowd, ensemble, report, held_out, held_out_beauty, quality)
+
+
+def run_beauty(params, features, align, root: Path) -> dict:
+    """Stage `beauty`: `params.set`'s judge -> models/beauty/ and its figures (judge_set).
+    `features`: the feature cache's settings, recorded so the judge describes new faces as the cache did."""
+    judge = judge_set(params, align, root)
+    judge.ensemble.save(model_folder(root), {
+        "set": params.set, "expression": params.expression, "descriptor": params.descriptor,
+        "precision": features.precision, "batch_size": features.batch_size, "eye_distance": align.eye_distance,
+        "eye_y": align.eye_y, "raters": judge.ensemble.raters, "model": params.model, "cv": judge.report})
+    write_part(root / "reports" / "data_quality" / "beauty.json", "beauty", {params.set: judge.quality})
+    return judge.report
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0])
 
 
 def official_split_figures(ensemble: RaterEnsemble, descriptors, crowd, y, train, test, complete) -> dict:
