@@ -62,6 +62,20 @@ def pretrained_root(tmp_path_factory, facenet) -> Path:
 
 
 @pytest.fixture
+def two_face_photo(tmp_path, london_photo, mirror) -> Path:
+    """London's 001 (large, left) and 002 (smaller, right) on one white canvas, 795 x 455."""
+    from PIL import Image
+
+    big = Image.open(london_photo).crop((110, 110, 565, 565))
+    small = Image.open(mirror / "london/neutral_front/002_03.jpg").crop((110, 110, 565, 565)).resize((340, 340))
+    canvas = Image.new("RGB", (795, 455), "white")
+    canvas.paste(big, (0, 0))
+    canvas.paste(small, (455, 60))
+    canvas.save(tmp_path / "two.jpg")
+    return tmp_path / "two.jpg"
+
+
+@pytest.fixture
 def no_face_photo(tmp_path) -> Path:
     """A smooth gradient: an image, but no face."""
     ramp = np.linspace(0, 255, 160, dtype=np.uint8)

@@ -78,18 +78,20 @@ def test_untrained_methods_name_the_stage_to_run(tmp_path, monkeypatch, london_p
         assert f"not trained yet: run `dvc repro train@{method}`" in capsys.readouterr().err, command
 
 
-def test_several_faces_use_the_largest_and_say_so(tmp_path, london_photo, mirror, capsys):
-    big = Image.open(london_photo).crop((110, 110, 565, 565))
-    small = Image.open(mirror / "london/neutral_front/002_03.jpg").crop((110, 110, 565, 565)).resize((340, 340))
-    for name, faces in (("two.jpg", [(big, (0, 0)), (small, (455, 60))]), ("alone.jpg", [(big, (0, 0))])):
-        canvas = Image.new("RGB", (795, 455), "white")
-        for face, where in faces:
-            canvas.paste(face, where)
-        canvas.save(tmp_path / name)
-    assert main(["align", str(tmp_path / "two.jpg"), str(tmp_path / "alone.jpg"), "--out", str(tmp_path / "out")]) == 0
-    assert "two.jpg: 2 faces found, used the largest" in capsys.readouterr().err
-    two, alone = (np.asarray(Image.open(tmp_path / f"out/{n}_aligned.png")).astype(float) for n in ("two", "alone"))
-    assert np.abs(two - alone).mean() < 2   # the large face's crop, not the small one's
+def test_several_faces_use_the_largest_and_say_so(tmp_path, london_photo, two_face_photo, capsys):
+    from PIL import Image as PILImage
+
+    canvas = PILImage.new("RGB", (795, 455), "white")   # the same canvas without the second face
+    canvas.paste(PILImage.open(london_photo).crop((110, 110, 565, 565)), (0, 0))
+    alone = tmp_path / "alone.jpg"
+    canvas.save(alone)
+    assert main(["align", str(two_face_photo), str(alone), "--out", str(tmp_path / "out")]) == 0
+    assert "two.jpg: 2 faces found, used the largest (--all-faces: every one)" in capsys.readouterr().err
+    two, single = (np.asarray(Image.open(tmp_path / f"out/{n}_aligned.png")).astype(float) for n in ("two", "alone"))
+    assert np.abs(two - single).mean() < 2   # the large face's crop, not the small one's
+    assert main(["align", str(two_face_photo), "--all-faces", "--out", str(tmp_path / "all")]) == 0
+    first, second = (np.asarray(Image.open(tmp_path / f"all/two_aligned_face{k}.png")).astype(float) for k in (1, 2))
+    assert np.abs(first - single).mean() < 2 and np.abs(second - single).mean() > 10   # largest first, then the other
 
 
 def test_non_images_are_named_not_dropped(tmp_path, london_photo, capsys):

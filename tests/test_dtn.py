@@ -214,11 +214,13 @@ def dtn_project(tmp_path_factory, pretrained_root):
 def test_emojify_a_photo(dtn_project, london_photo, no_face_photo, monkeypatch, capsys):
     monkeypatch.chdir(dtn_project)
     out = dtn_project / "out" / "avatar.png"
-    assert cli.main(["emojify", str(london_photo), "--out", str(out)]) == 0
+    assert cli.main(["emojify", str(london_photo), "--out", str(out), "--crop"]) == 0
     assert out.exists() and (out.parent / "avatar_compare.png").exists()
     from PIL import Image
     assert Image.open(out).size == (64, 64)
     assert "identity kept: cos(FaceNet(photo), FaceNet(avatar))" in capsys.readouterr().out
+    assert cli.main(["emojify", str(london_photo), "--out", str(out)]) == 0
+    assert Image.open(out).size == Image.open(london_photo).size            # the avatar's face in the photo
     assert cli.main(["emojify", str(no_face_photo), "--out", str(dtn_project / "x.png")]) == 1
     assert f"{no_face_photo}: no face found" in capsys.readouterr().err
 

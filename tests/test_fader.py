@@ -119,7 +119,9 @@ def fader_project(tmp_path_factory):
     return root
 
 
-def test_edit_a_photo_with_a_slider(fader_project, london_photo, monkeypatch, capsys):
+def test_edit_a_photo_with_a_slider(fader_project, london_photo, two_face_photo, monkeypatch, capsys):
+    from PIL import Image
+
     monkeypatch.chdir(fader_project)
     out = fader_project / "out" / "edited.png"
     assert cli.main(["edit", str(london_photo), "--attr", "Male=0.2", "Young=1", "--out", str(out),
@@ -128,6 +130,14 @@ def test_edit_a_photo_with_a_slider(fader_project, london_photo, monkeypatch, ca
     assert (out.parent / "edited_strip_Male.png").exists()
     printed = capsys.readouterr().out
     assert "set Male=0.2, Young=1" in printed and "judged Blond_Hair=" in printed
+    photo = np.asarray(Image.open(two_face_photo)).astype(int)
+    both = fader_project / "out" / "both.png"
+    assert cli.main(["edit", str(two_face_photo), "--all-faces", "--attr", "Male=2", "--out", str(both)]) == 0
+    result = np.asarray(Image.open(both)).astype(int)
+    assert result.shape == photo.shape and "face 1: " in capsys.readouterr().out
+    changed = np.abs(result - photo).sum(2) > 12
+    assert changed[100:350, 80:380].mean() > 0.2 and changed[150:350, 520:740].mean() > 0.2   # both faces
+    assert not changed[:, 385:445].any() and not changed[430:].any()        # the canvas between and below
     assert cli.main(["edit", str(london_photo), "--attr", "Male=3", "--out", str(out)]) == 2
     assert cli.main(["edit", str(london_photo), "--attr", "Smiling=1", "--out", str(out)]) == 2
     assert "expected NAME=VALUE with NAME one of Blond_Hair, Attractive, Male, Young" in capsys.readouterr().err

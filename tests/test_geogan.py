@@ -80,10 +80,14 @@ def test_transfer_a_smile_between_real_photos(geogan_project, mirror, london_pho
     monkeypatch.chdir(geogan_project)
     reference = mirror / "london" / "smiling_front" / "002_08.jpg"
     out = geogan_project / "out" / "smiled.png"
-    assert cli.main(["transfer", str(london_photo), "--ref", str(reference), "--out", str(out)]) == 0
+    assert cli.main(["transfer", str(london_photo), "--ref", str(reference), "--out", str(out), "--crop"]) == 0
     assert Image.open(out).size == (64, 64)
     assert Image.open(out.parent / "smiled_compare.png").size == (5 * 64, 64)
     assert "Smiling of 002_08.jpg moved onto 001_03.jpg" in capsys.readouterr().out
+    assert cli.main(["transfer", str(london_photo), "--ref", str(reference), "--out", str(out)]) == 0
+    assert Image.open(out).size == Image.open(london_photo).size            # pasted back into the photo
+    assert Image.open(out.parent / "smiled_compare.png").size[1] == 512      # photo | result
+    assert "smiled_compare.png: photo | result" in capsys.readouterr().out
     assert cli.main(["transfer", str(no_face_photo), "--ref", str(reference), "--out", str(out)]) == 1
     assert f"{no_face_photo}: no face found" in capsys.readouterr().err
     assert cli.main(["transfer", str(london_photo), "--ref", str(no_face_photo), "--out", str(out)]) == 2

@@ -299,9 +299,11 @@ def test_frontalize_a_real_profile(tpgan_project, mirror, no_face_photo, monkeyp
     monkeypatch.chdir(tpgan_project)
     profile = sorted((mirror / "multipie" / "020").glob("020_01_01_090_07_*.png"))[0]   # camera 090: -60 degrees
     out = tpgan_project / "out" / "frontal.png"
-    assert cli.main(["frontalize", str(profile), "--yaw", "-60", "--out", str(out)]) == 0
+    assert cli.main(["frontalize", str(profile), "--yaw", "-60", "--out", str(out), "--crop"]) == 0
     assert Image.open(out).size == (64, 64) and (out.parent / "frontal_compare.png").exists()
     assert "yaw -60 degrees (given)" in capsys.readouterr().out
+    assert cli.main(["frontalize", str(profile), "--yaw", "-60", "--out", str(out)]) == 0
+    assert Image.open(out).size == Image.open(profile).size                  # pasted back into the photo
     assert cli.main(["frontalize", str(profile), "--out", str(out)]) == 0
     assert "estimated from the landmarks" in capsys.readouterr().out
     assert cli.main(["frontalize", str(profile), "--as-is", "--yaw", "-60", "--out", str(out)]) == 0

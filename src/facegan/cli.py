@@ -14,12 +14,17 @@ facegan frontalize photo.jpg [more | folder] [--yaw -60] --out frontal.png
 facegan transfer photo.jpg [more | folder] --ref smiling.jpg --out out.png
                                                              GeoGAN: the reference's attribute onto the photo
 facegan info                                                 what the pipeline has produced so far
+
+Every photo command writes the photo with the result pasted back (its face warped back through the
+alignment's inverse and blended in) and <out>_compare.png (photo | result); --crop writes the method's
+crop instead; --all-faces processes every face found (default: the largest).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from facegan.config import AlignParams, ConfigError, load_params
@@ -72,10 +77,20 @@ def read_photo(path: Path):
         return None
 
 
-def detected_faces(paths: list[Path], detect_side: int, keep, backend: str = "dlib"):
-    """keep(path, photo, Detection) for each photo in which a face is found (the largest, said
-    when there were several; the photo itself is not held); each failure (unreadable file, no
-    face) is printed as one line naming the file. Returns (list, failures)."""
+@dataclass
+class Face:
+    """One face of a photo: `index` 0 is the largest of the `count` used from it; `item` what the
+    command keeps of it (an aligned crop, or the method's Framed input)."""
+    path: Path
+    index: int
+    count: int
+    item: object
+
+
+def detected_faces(paths: list[Path], detect_side: int, keep, backend: str = "dlib", all_faces: bool = False):
+    """Face(path, k, n, keep(path, photo, Detection)) for each face found: every face with `all_faces`,
+    else the largest (said when there were several); the photo itself is not held. Each failure
+    (unreadable file, no face) is printed as one line naming the file. Returns (faces, failures)."""
     from tqdm import tqdm
 
     from facegan.faces.landmarks import Landmarker
@@ -87,55 +102,56 @@ def detected_faces(paths: list[Path], detect_side: int, keep, backend: str = "dl
         if image is None:
             failures += 1
             continue
-        found = landmarker.detect(image, ["hog", "cnn"])
-        if found is None:
+        found = landmarker.detect_all(image, ["hog", "cnn"], largest_only=not all_faces)
+        if not found:
             print(f"error: {path}: no face found", file=sys.stderr)
             failures += 1
             continue
-        if found.n_faces > 1:
-            print(f"note: {path}: {found.n_faces} faces found, used the largest", file=sys.stderr)
-        faces.append(keep(path, image, found))
+        if found[0].n_faces > 1 and not all_faces:
+            print(f"note: {path}: {found[0].n_faces} faces found, used the largest (--all-faces: every one)",
+                  file=sys.stderr)
+        faces += [Face(path, k, len(found), keep(path, image, detection)) for k, detection in enumerate(found)]
     return faces, failures
 
 
-def aligned_faces(paths: list[Path], size: int, params: AlignParams):
-    """(path, aligned crop) for each photo in which a face is found, and the failures."""
+def aligned_faces(paths: list[Path], size: int, params: AlignParams, all_faces: bool = False):
+    """Face(..., aligned crop) for each face found, and the failures."""
     from facegan.faces.align import align_face
 
     def crop(path, image, found):
-        return path, align_face(image, found.landmarks, size, params.eye_distance, params.eye_y)[0]
+        return align_face(image, found.landmarks, size, params.eye_distance, params.eye_y)[0]
 
-    return detected_faces(paths, params.detect_side, crop, params.backend)
+    return detected_faces(paths, params.detect_side, crop, params.backend, all_faces)
 
 
-def framed_faces(paths: list[Path], method, params: AlignParams, as_is: bool = False, **options):
-    """(path, crop, per-face options) for each photo: its face framed as the method's input (`frame`),
-    or with `as_is` the photo itself taken as framed; and the failures."""
+def framed_faces(paths: list[Path], method, params: AlignParams, as_is: bool = False, all_faces: bool = False,
+                 **options):
+    """Face(..., Framed) for each face: framed as the method's input (`frame`), or with `as_is` the
+    photo itself taken as framed; and the failures."""
     from facegan.methods.base import RequestError
 
-    def frame(path, image, landmarks):
+    def frame(image, landmarks):
         try:
-            return (path, *method.frame(image, landmarks, params, **options))
+            return method.frame(image, landmarks, params, **options)
         except RequestError as err:
             raise UserError(str(err)) from None
 
     if not as_is:
-        return detected_faces(paths, params.detect_side, lambda path, image, found: frame(path, image, found.landmarks),
-                              params.backend)
+        return detected_faces(paths, params.detect_side, lambda path, image, found: frame(image, found.landmarks),
+                              params.backend, all_faces)
     faces, failures = [], 0
     for path in paths:
         image = read_photo(path)
         if image is None:
             failures += 1
             continue
-        faces.append(frame(path, image, None))
+        faces.append(Face(path, 0, 1, frame(image, None)))
     return faces, failures
 
 
-def face_batches(faces: list, batch: int, desc: str):
-    """(chunk, photos, options) over the framed faces in batches: chunk the (path, crop, options)
-    triples, photos their crops as one (N, 3, H, W) tensor in [-1, 1], options each per-face
-    option as a list; with a progress bar."""
+def face_batches(faces: list[Face], batch: int, desc: str):
+    """(chunk, photos, options) over the framed faces in batches: chunk the Faces, photos their crops
+    as one (N, 3, H, W) tensor in [-1, 1], options each per-face option as a list; with a progress bar."""
     import numpy as np
     from tqdm import tqdm
 
@@ -143,8 +159,13 @@ def face_batches(faces: list, batch: int, desc: str):
 
     chunks = [faces[i:i + batch] for i in range(0, len(faces), batch)]
     for chunk in tqdm(chunks, desc=desc, unit="batch", disable=None):
-        options = {key: [face[2][key] for face in chunk] for key in chunk[0][2]}
-        yield chunk, to_tensor(np.stack([face[1] for face in chunk])), options
+        options = {key: [face.item.options[key] for face in chunk] for key in chunk[0].item.options}
+        yield chunk, to_tensor(np.stack([face.item.crop for face in chunk])), options
+
+
+def face_path(target: Path, face: Face) -> Path:
+    """A face's own file beside the photo's: <target> for a photo's only face, else <stem>_face<k>."""
+    return target if face.count == 1 else target.with_name(f"{target.stem}_face{face.index + 1}{target.suffix}")
 
 
 def save_rgb(crop, target: Path) -> None:
@@ -156,10 +177,10 @@ def save_rgb(crop, target: Path) -> None:
 
 def cmd_align(args) -> int:
     params = align_params()
-    faces, failures = aligned_faces(expand_inputs(args.photos), args.size or params.size, params)
-    for path, crop in faces:
-        target = args.out / f"{path.stem}_aligned.png"
-        save_rgb(crop, target)
+    faces, failures = aligned_faces(expand_inputs(args.photos), args.size or params.size, params, args.all_faces)
+    for face in faces:
+        target = face_path(args.out / f"{face.path.stem}_aligned.png", face)
+        save_rgb(face.item, target)
         print(target)
     return 1 if failures else 0
 
@@ -195,30 +216,56 @@ def transformed(method, crops, **options):
 def run_photo_command(args, method, suffix: str, options: dict, describe=None, frame_options=None,
                       as_is: bool = False, input_label: str = "photo", output_label: str = "", each_batch=None) -> int:
     """The skeleton every photo command shares: inputs -> faces framed for the method -> batches through
-    `transform` -> <out> (or <out>/<stem>_<suffix>.png) and its _compare.png (input | panels | output),
-    one line per face; exit 1 when any photo failed, the others still done. `each_batch(photos, targets)`:
-    further outputs of a command from the same framed crops."""
+    `transform` -> each output pasted back into its photo (faces/paste.py) at <out> (or
+    <out>/<stem>_<suffix>.png) with a _compare.png (photo | result); with --crop the output crops
+    themselves and a _compare.png of input | panels | output. One line per face; exit 1 when any photo
+    failed, the others still done. `each_batch(photos, targets)`: further outputs of a command from the
+    same framed crops (targets: each face's crop path)."""
     import torch
 
     from facegan.data.datasets import to_uint8
 
     paths = expand_inputs(args.photos)
     target_of = output_targets(paths, args.out, suffix)
-    faces, failures = framed_faces(paths, method, align_params(), as_is, **(frame_options or {}))
+    faces, failures = framed_faces(paths, method, align_params(), as_is, args.all_faces, **(frame_options or {}))
+    pasted: dict[Path, list] = {}
     for chunk, photos, per_face in face_batches(faces, args.batch, suffix):
         result = transformed(method, photos, **options, **per_face)
-        targets = [target_of(path) for path, _, _ in chunk]
-        for k, (path, target) in enumerate(zip((face[0] for face in chunk), targets)):
-            save_rgb(to_uint8(result.output[k:k + 1].float())[0], target)
+        targets = [face_path(target_of(face.path), face) for face in chunk]
+        for k, (face, target) in enumerate(zip(chunk, targets)):
+            output = to_uint8(result.output[k:k + 1].float())[0]
+            note = describe(face.path, result.notes[k]) if describe else result.notes[k]
+            if not args.crop:
+                pasted.setdefault(face.path, []).append((face, output, note))
+                continue
+            save_rgb(output, target)
             strip = torch.cat([x.float().cpu() for x in (photos[k], *(p[k] for p in result.panels.values()),
                                                          result.output[k])], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))
-            note = describe(path, result.notes[k]) if describe else result.notes[k]
             columns = " | ".join([input_label, *result.panels, output_label or suffix])
             print(f"{target}: {note} ({target.stem}_compare.png: {columns})")
         if each_batch is not None:
+            for target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
             each_batch(photos, targets)
+    for path, done in pasted.items():
+        paste_into_photo(path, target_of(path), done)
     return 1 if failures else 0
+
+
+def paste_into_photo(path: Path, target: Path, done: list) -> None:
+    """The photo with each of its faces' outputs pasted back -> target, and photo | result beside it."""
+    from facegan.faces.paste import paste_back, side_by_side
+
+    photo = read_photo(path)
+    result = photo
+    for face, output, _ in done:
+        result = paste_back(result, output, face.item.matrix, face.item.outline)
+    save_rgb(result, target)
+    compare = target.with_name(target.stem + "_compare.png")
+    save_rgb(side_by_side(photo, result), compare)
+    notes = "; ".join(note if len(done) == 1 else f"face {face.index + 1}: {note}" for face, _, note in done)
+    print(f"{target}: {notes} ({compare.name}: photo | result; --crop: the {done[0][1].shape[0]}-px crops)")
 
 
 def inversion_settings(args):
@@ -312,7 +359,7 @@ def cmd_transfer(args) -> int:
     reference, failed = framed_faces([args.ref], method, align_params())
     if failed:
         raise UserError(f"--ref {args.ref}: no usable reference face (see above)")
-    b = to_tensor(reference[0][1][None])
+    b = to_tensor(reference[0].item.crop[None])
     return run_photo_command(args, method, "transfer", {"reference": b}, output_label="output",
                              describe=lambda path, note: f"{method.attribute} of {args.ref.name} moved onto {path.name}")
 
@@ -377,8 +424,18 @@ def photo_command(sub, name: str, help: str, description: str, batch: int, func)
     command.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
     command.add_argument("--out", type=Path, required=True, help="output PNG for one photo, or a folder for several")
     command.add_argument("--batch", type=int, default=batch, help="photos processed together")
+    command.add_argument("--crop", action="store_true",
+                         help="write the method's output crop (and input | panels | output) instead of the "
+                              "result pasted back into the photo")
+    add_all_faces(command)
     command.set_defaults(func=func)
     return command
+
+
+def add_all_faces(command) -> None:
+    command.add_argument("--all-faces", action="store_true",
+                         help="every face found in a photo (default: the largest); several crops are "
+                              "<stem>_face<k>")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
     align.add_argument("--out", type=Path, required=True, help="folder for the aligned crops")
     align.add_argument("--size", type=int, default=0, help="crop side in pixels (default: align.size)")
+    add_all_faces(align)
     align.set_defaults(func=cmd_align)
     generate = sub.add_parser("generate", help="faces from attributes with a trained conditional method")
     generate.add_argument("method", choices=["cgan", "beholder"], help="trained method")

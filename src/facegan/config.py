@@ -229,6 +229,7 @@ class BeautyParams:
     """Per-rater beauty predictors (Beholder-GAN's semi-supervised step), stage `beauty`."""
     set: Literal["london", "scut"] = "london"
     expression: str = "neutral"     # rows of this expression when the manifest has one ('' = all)
+    race: str = ""                  # only the faces of this group of the release (SCUT: asian | caucasian; '' = all)
     raters: int = bounded(60, 1, 100_000)   # K: a seeded sample of the raters who rated every face
     seed: int = bounded(0, 0)
     folds: int = bounded(10, 2, 1000)       # cross-validation over faces

@@ -46,7 +46,9 @@ def cross_figures(judge: SetJudge, other: SetJudge) -> dict:
 
 
 def compare_judges(params, align, root: Path, sets=("london", "scut")) -> dict:
-    """Both directions for two rating sets (each needs ingest, align and features)."""
-    judges = [judge_set(dataclasses.replace(params, set=name), align, Path(root)) for name in sets]
+    """Both directions for two rating sets (each needs ingest, align and features); `params.race` applies
+    to `params.set` alone."""
+    judges = [judge_set(dataclasses.replace(params, set=name, race=params.race if name == params.set else ""),
+                        align, Path(root)) for name in sets]
     return {f"{a.params.set}_judge_on_{b.params.set}": cross_figures(a, b)
             for a, b in ((judges[0], judges[1]), (judges[1], judges[0]))}

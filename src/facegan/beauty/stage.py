@@ -90,6 +90,8 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
         keep = (frame["expression"] == expression).to_numpy()
         images, frame = images[keep], frame[keep].reset_index(drop=True)
     ratings, raters = read_ratings(root / "data" / "raw" / params.set)
+    if params.race:
+        images, frame, ratings = of_race(params, root, images, frame, ratings, quality)
     quality.read = len(ratings)
     aligned = set(frame["identity"].astype(str))
     for face in ratings.index:
@@ -107,6 +109,24 @@ def load_rated_faces(params, root: Path, quality: SetQuality):
         raise DataError(f"beauty: only {len(frame)} rated {params.set} faces are aligned; need at least "
                         f"{max(params.folds, 10)}")
     return images, frame, ratings.reindex(frame["identity"].astype(str)), raters
+
+
+def of_race(params, root: Path, images, frame, ratings, quality: SetQuality):
+    """Only the faces of `params.race` (the release's own group label: SCUT-FBP5500's asian | caucasian)
+    and their ratings; the others are counted as a note, not skipped (they are not this judge's data)."""
+    from facegan.data.manifest import read_manifest
+
+    raw = read_manifest(root / "data" / "raw" / params.set)
+    if "race" not in raw:
+        raise DataError(f"beauty.race = {params.race}: data/raw/{params.set}/manifest.csv has no race column; "
+                        "set beauty.race: ''")
+    groups = sorted(raw["race"].dropna().astype(str).unique())
+    if params.race not in groups:
+        raise DataError(f"beauty.race = {params.race}: {params.set} has {', '.join(groups)}")
+    other = set(raw.loc[raw["race"].astype(str) != params.race, "identity"].astype(str))
+    keep = ~frame["identity"].astype(str).isin(other).to_numpy()
+    quality.note(f"faces_not_{params.race}_not_used", int(len(other)))
+    return images[keep], frame[keep].reset_index(drop=True), ratings[~ratings.index.isin(other)]
 
 
 def has_official_labels(frame) -> bool:

@@ -101,12 +101,17 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, eye_distance
     return warp(image, matrix, size), transform_points(landmarks, matrix), matrix
 
 
-def dataset_crop(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The release's own crop, centred on a square (edge-replicated) and resized."""
-    h, w = image.shape[:2]
+def square_matrix(shape: tuple[int, ...], size: int) -> np.ndarray:
+    """The 2x3 similarity that centres an image of `shape` on a square and scales it to size x size."""
+    h, w = shape[:2]
     side = max(h, w)
     scale = size / side
-    matrix = np.array([[scale, 0, (side - w) / 2 * scale], [0, scale, (side - h) / 2 * scale]])
+    return np.array([[scale, 0, (side - w) / 2 * scale], [0, scale, (side - h) / 2 * scale]])
+
+
+def dataset_crop(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The release's own crop, centred on a square (edge-replicated) and resized."""
+    matrix = square_matrix(image.shape, size)
     return warp(image, matrix, size), matrix
 
 

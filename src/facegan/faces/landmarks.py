@@ -32,11 +32,6 @@ class Detection:
     n_faces: int               # faces the detector saw (the largest is kept)
 
 
-def _largest(rects: list) -> tuple[int, object]:
-    areas = [r.width() * r.height() for r in rects]
-    return int(np.argmax(areas)), rects[int(np.argmax(areas))]
-
-
 def fan_weights_path() -> Path:
     import torch
 
@@ -114,16 +109,26 @@ class Landmarker:
 
     def detect(self, image: np.ndarray, detectors: list[str]) -> Detection | None:
         """Try the detectors in order; the largest face of the first that finds one."""
+        found = self.detect_all(image, detectors, largest_only=True)
+        return found[0] if found else None
+
+    def detect_all(self, image: np.ndarray, detectors: list[str], largest_only: bool = False) -> list[Detection]:
+        """Every face the first detector that finds any sees, largest first (landmarks for the largest
+        alone with `largest_only`)."""
         work, scale = self._work_image(image)
         for detector in detectors:
             rects = self._rects(work, detector)
             if not rects:
                 continue
-            _, rect = _largest(rects)
-            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32) / scale
-            return Detection(box=box, landmarks=self._predict(work, rect) / scale, detector=detector,
-                             n_faces=len(rects))
-        return None
+            order = sorted(range(len(rects)), key=lambda i: -rects[i].width() * rects[i].height())
+            faces = []
+            for i in order[:1] if largest_only else order:
+                rect = rects[i]
+                box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32) / scale
+                faces.append(Detection(box=box, landmarks=self._predict(work, rect) / scale, detector=detector,
+                                       n_faces=len(rects)))
+            return faces
+        return []
 
 
 # ---------------------------------------------------------------- many images, in a process pool

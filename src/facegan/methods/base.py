@@ -97,6 +97,17 @@ class Transformed:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Framed:
+    """A photo's face framed as a method's input (`frame`): the crop, per-face options for `transform`,
+    the 2x3 photo -> crop similarity and the outline (K x 2, crop pixels) of where the OUTPUT's face
+    lies; the last two put the output back into the photo (faces/paste.py)."""
+    crop: np.ndarray
+    options: dict
+    matrix: np.ndarray
+    outline: np.ndarray
+
+
 class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     flip_augment: ClassVar[bool] = True   # random horizontal flips of the training images (off where labels hold positions)
@@ -260,16 +271,21 @@ class GeneratorMethod(Method):
 class TransformMethod(Method):
     """Aligned face crops in, crops out: `transform` is the one inference entry point."""
 
-    def frame(self, image: np.ndarray, landmarks: np.ndarray | None, align: "AlignParams",
-              **options) -> tuple[np.ndarray, dict]:
-        """A photo's face -> (the method's input crop, per-face options for `transform`). By default
-        the pipeline's alignment (the similarity of the 68 landmarks onto the template); with no
-        landmarks the photo is taken as already framed (padded square and resized)."""
+    def frame(self, image: np.ndarray, landmarks: np.ndarray | None, align: "AlignParams", **options) -> Framed:
+        """A photo's face as the method's input. By default the pipeline's alignment (the similarity of
+        the 68 landmarks onto the template; the output's face lies where the input's does); with no
+        landmarks the photo is taken as already framed (padded square and resized; the face assumed
+        to fill its middle)."""
         from facegan.faces.align import align_face, dataset_crop
+        from facegan.faces.paste import ellipse_outline, landmark_outline
 
+        size = self.image_size
         if landmarks is None:
-            return dataset_crop(image, self.image_size)[0], {}
-        return align_face(image, landmarks, self.image_size, align.eye_distance, align.eye_y)[0], {}
+            crop, matrix = dataset_crop(image, size)
+            return Framed(crop, {}, matrix, ellipse_outline((size / 2, size / 2), 0.38 * size, 0.08 * size,
+                                                            0.95 * size))
+        crop, points, matrix = align_face(image, landmarks, size, align.eye_distance, align.eye_y)
+        return Framed(crop, {}, matrix, landmark_outline(points))
 
     @abstractmethod
     def transform(self, crops: torch.Tensor, **options) -> Transformed:

@@ -131,7 +131,7 @@ from torch import nn
 
 from facegan.faces.flow import thin_plate_flow, to_grid_coordinates, warp
 from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, patch_centres, predict_landmarks
-from facegan.methods.base import (Metric, RequestError, TrainingData, TransformMethod, Transformed,
+from facegan.methods.base import (Framed, Metric, RequestError, TrainingData, TransformMethod, Transformed,
                                   random_images, random_unit, unwrap)
 from facegan.methods.nets import strided_layers, total_variation
 
@@ -651,17 +651,29 @@ class TPGAN(TransformMethod):
         photo is taken as already framed like Multi-PIE's (or UMIST's) crops: padded square and
         resized, which needs the yaw."""
         from facegan.data.multipie import pad_to_square, resize_square
-        from facegan.faces.align import warp
+        from facegan.faces.align import square_matrix, warp
 
         if landmarks is None:
             if yaw is None:
                 raise RequestError("a photo used as framed needs its yaw: without detection the yaw places the "
                                    "patches")
-            return resize_square(pad_to_square(image), self.size), {"yaw": float(yaw)}
+            return Framed(resize_square(pad_to_square(image), self.size), {"yaw": float(yaw)},
+                          square_matrix(image.shape, self.size), self.framed_outline())
 
         found = np.stack([patch_centres(landmarks)[k] for k in PATCHES]).astype(np.float64)
         _, chosen, matrix, _ = self.best_yaw(found, None if yaw is None else [yaw])
-        return warp(image, matrix, self.size), {"yaw": float(chosen)}
+        return Framed(warp(image, matrix, self.size), {"yaw": float(chosen)}, matrix, self.framed_outline())
+
+    def framed_outline(self) -> np.ndarray:
+        """Where the frontalised face lies in the crop: an ellipse around the frontal patch centres
+        (the yaw model at 0 degrees), from above the brows to below the mouth."""
+        from facegan.faces.paste import ellipse_outline
+
+        left, right, _, mouth = self.centres_at(0).astype(np.float64)
+        eyes = (left + right) / 2
+        drop = mouth[1] - eyes[1]
+        return ellipse_outline(((eyes[0] + mouth[0]) / 2, 0), 1.05 * np.linalg.norm(right - left),
+                               eyes[1] - 1.1 * drop, mouth[1] + 0.75 * drop)
 
     def sample_grid(self, generator):
         """Rows of 8: training inputs, their frontalisation, the true frontals."""
