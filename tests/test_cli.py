@@ -62,7 +62,7 @@ SUBCOMMANDS = {   # subcommand and arguments -> the method it needs trained
 def test_every_subcommand_has_help(capsys):
     import pytest
 
-    for command in ("align", "generate", "beautify", "edit", "emojify", "frontalize", "transfer", "info"):
+    for command in ("align", "generate", "beautify", "edit", "emojify", "frontalize", "transfer", "serve", "info"):
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0

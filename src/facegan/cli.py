@@ -13,6 +13,7 @@ facegan frontalize photo.jpg [more | folder] [--yaw -60] --out frontal.png
                                                              TP-GAN: the face seen from the front
 facegan transfer photo.jpg [more | folder] --ref smiling.jpg --out out.png
                                                              GeoGAN: the reference's attribute onto the photo
+facegan serve [--port 8000]                                  a local page: drop a photo, move sliders
 facegan info                                                 what the pipeline has produced so far
 
 Every photo command writes the photo with the result pasted back (its face warped back through the
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from facegan.config import AlignParams, ConfigError, load_params
 from facegan.paths import project_root
+from facegan.serve import EDIT_RANGE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-EDIT_RANGE = (-1.0, 2.0)   # Fader slider values: [0, 1] interpolates, beyond extrapolates (the paper's figures)
 STRIP_VALUES = [i / 7 for i in range(8)]   # `edit --strip`: the attribute from 0 to 1 in 8 steps
 
 
@@ -418,6 +419,22 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import socket
+
+    from facegan.serve import serve
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected 1 .. 65535")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as err:
+            raise UserError(f"--port {args.port}: cannot listen there ({err.strerror}); pick another") from None
+    serve(project_root(), args.port)
+    return 0
+
+
 def photo_command(sub, name: str, help: str, description: str, batch: int, func):
     """A photo command's parser: the photos or folders, --out and --batch (the shared skeleton's arguments)."""
     command = sub.add_parser(name, help=help, description=description)
@@ -493,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "geometry with the learnt flow, blend it in through the mask and refine (the attribute "
                              "the model was trained for: Smiling by default).", 32, cmd_transfer)
     transfer.add_argument("--ref", type=Path, required=True, help="a photo of a face that has the attribute")
+    serve = sub.add_parser("serve", help="a local web page: drop a photo, pick a method, move its sliders",
+                           description="Serve a page on 127.0.0.1 where you drop a photo, pick a trained method, "
+                                       "move its sliders and see the result pasted back into the photo.")
+    serve.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    serve.set_defaults(func=cmd_serve)
     info = sub.add_parser("info", help="what the pipeline has produced: data counts, trained models and their "
                                        "headline figures")
     info.set_defaults(func=cmd_info)
