@@ -12,7 +12,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-from test_fader import fader_project  # noqa: F401  (a tiny trained Fader project, module-scoped there)
+from test_beauty import beholder_project  # noqa: F401  (tiny trained projects, one per method)
+from test_dtn import dtn_project  # noqa: F401
+from test_fader import fader_project  # noqa: F401
+from test_geogan import geogan_project  # noqa: F401
+from test_tpgan import tpgan_project  # noqa: F401
 
 
 def free_port() -> int:
@@ -120,3 +124,16 @@ def test_the_page_in_a_browser(server, london_photo, tmp_path):
     finally:
         browser.quit()
     assert np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "serve.png")).std() > 5
+
+
+@pytest.mark.parametrize("name, settings", [("beholder", {"delta": 1.5}), ("tpgan", {"yaw": "auto"}),
+                                            ("tpgan", {"yaw": 15}), ("geogan", {}), ("dtn", {})])
+def test_every_method_answers_on_the_page(request, name, settings, london_photo, mirror):
+    """What the page asks of each method (its settings, GeoGAN's reference) gives the photo back."""
+    from facegan.serve import Models
+
+    models = Models(request.getfixturevalue(f"{name}_project"))
+    reference = data_url((mirror / "london/smiling_front/002_08.jpg").read_bytes())
+    answer = models.apply({"method": name, "photo": data_url(london_photo.read_bytes()), "settings": settings,
+                           "reference": reference})
+    assert answer["image"].startswith("data:image/png;base64,") and answer["faces"] == 1 and answer["notes"]

@@ -109,8 +109,6 @@ class Models:
 
     def apply(self, request: dict) -> dict:
         """{method, photo, settings, reference?} -> {image, notes}."""
-        import torch
-
         from facegan.data.datasets import to_tensor, to_uint8
         from facegan.faces.paste import paste_back
         from facegan.methods.base import RequestError
@@ -127,8 +125,8 @@ class Models:
             try:
                 framed = [method.frame(photo, face.landmarks, self.align, **frame_options) for face in faces]
                 per_face = {key: [f.options[key] for f in framed] for key in framed[0].options}
-                with torch.inference_mode():
-                    result = method.transform(to_tensor(np.stack([f.crop for f in framed])), **options, **per_face)
+                # no inference_mode here: Beholder's transform inverts G by gradient descent
+                result = method.transform(to_tensor(np.stack([f.crop for f in framed])), **options, **per_face)
             except RequestError as err:
                 raise BadRequest(str(err)) from None
             output = photo
