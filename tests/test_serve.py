@@ -123,7 +123,9 @@ def test_the_page_in_a_browser(server, london_photo, tmp_path):
         wait.until(lambda b: "not an image" in b.find_element(By.ID, "message").text)
     finally:
         browser.quit()
-    assert np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "serve.png")).std() > 5
+    from PIL import Image
+
+    assert np.asarray(Image.open(tmp_path / "serve.png")).std() > 5
 
 
 @pytest.mark.parametrize("name, settings", [("beholder", {"delta": 1.5}), ("tpgan", {"yaw": "auto"}),

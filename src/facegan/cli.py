@@ -153,15 +153,13 @@ def framed_faces(paths: list[Path], method, params: AlignParams, as_is: bool = F
 def face_batches(faces: list[Face], batch: int, desc: str):
     """(chunk, photos, options) over the framed faces in batches: chunk the Faces, photos their crops
     as one (N, 3, H, W) tensor in [-1, 1], options each per-face option as a list; with a progress bar."""
-    import numpy as np
     from tqdm import tqdm
 
-    from facegan.data.datasets import to_tensor
+    from facegan.methods.base import framed_batch
 
     chunks = [faces[i:i + batch] for i in range(0, len(faces), batch)]
     for chunk in tqdm(chunks, desc=desc, unit="batch", disable=None):
-        options = {key: [face.item.options[key] for face in chunk] for key in chunk[0].item.options}
-        yield chunk, to_tensor(np.stack([face.item.crop for face in chunk])), options
+        yield chunk, *framed_batch([face.item for face in chunk])
 
 
 def face_path(target: Path, face: Face) -> Path:
@@ -256,12 +254,10 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
 
 def paste_into_photo(path: Path, target: Path, done: list) -> None:
     """The photo with each of its faces' outputs pasted back -> target, and photo | result beside it."""
-    from facegan.faces.paste import paste_back, side_by_side
+    from facegan.faces.paste import paste_faces, side_by_side
 
     photo = read_photo(path)
-    result = photo
-    for face, output, _ in done:
-        result = paste_back(result, output, face.item.matrix, face.item.outline)
+    result = paste_faces(photo, [output for _, output, _ in done], [face.item for face, _, _ in done])
     save_rgb(result, target)
     compare = target.with_name(target.stem + "_compare.png")
     save_rgb(side_by_side(photo, result), compare)

@@ -109,9 +109,9 @@ class Models:
 
     def apply(self, request: dict) -> dict:
         """{method, photo, settings, reference?} -> {image, notes}."""
-        from facegan.data.datasets import to_tensor, to_uint8
-        from facegan.faces.paste import paste_back
-        from facegan.methods.base import RequestError
+        from facegan.data.datasets import to_uint8
+        from facegan.faces.paste import paste_faces
+        from facegan.methods.base import RequestError, framed_batch
 
         name = request.get("method")
         photo = decode_data_url(request.get("photo"), "photo")
@@ -124,14 +124,12 @@ class Models:
                 raise BadRequest("no face found in the photo")
             try:
                 framed = [method.frame(photo, face.landmarks, self.align, **frame_options) for face in faces]
-                per_face = {key: [f.options[key] for f in framed] for key in framed[0].options}
+                crops, per_face = framed_batch(framed)
                 # no inference_mode here: Beholder's transform inverts G by gradient descent
-                result = method.transform(to_tensor(np.stack([f.crop for f in framed])), **options, **per_face)
+                result = method.transform(crops, **options, **per_face)
             except RequestError as err:
                 raise BadRequest(str(err)) from None
-            output = photo
-            for k, face in enumerate(framed):
-                output = paste_back(output, to_uint8(result.output[k:k + 1].float())[0], face.matrix, face.outline)
+            output = paste_faces(photo, to_uint8(result.output.float()), framed)
         return {"image": encode_png(output), "notes": result.notes,
                 "faces": len(faces), "faces_seen": faces[0].n_faces}
 

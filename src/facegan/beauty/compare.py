@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegan.beauty.predictors import pearson
-from facegan.beauty.stage import SetJudge, judge_set, spearman
+from facegan.beauty.predictors import pearson, spearman
+from facegan.beauty.stage import SetJudge, judge_set
 
 
 def face_sex(frame) -> np.ndarray:

@@ -172,6 +172,12 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0])
+
+
 def fold_of_each(n: int, folds: int, seed: int) -> np.ndarray:
     order = np.random.default_rng(seed).permutation(n)
     assignment = np.empty(n, int)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from facegan.beauty.predictors import (RaterEnsemble, cross_validate, pearson, rater_agreement,
-                                      select_raters)
+                                      select_raters, spearman)
 from facegan.data.pseudo_labels import pseudo_label_path
 from facegan.data.quality import DataError, SetQuality, write_part
 
@@ -231,12 +231,6 @@ def run_beauty(params, features, align, root: Path) -> dict:
         "eye_y": align.eye_y, "raters": judge.ensemble.raters, "model": params.model, "cv": judge.report})
     write_part(root / "reports" / "data_quality" / "beauty.json", "beauty", {params.set: judge.quality})
     return judge.report
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b)[0])
 
 
 def official_split_figures(ensemble: RaterEnsemble, descriptors, crowd, y, train, test, complete) -> dict:

@@ -74,6 +74,13 @@ def paste_back(photo: np.ndarray, output: np.ndarray, matrix: np.ndarray, outlin
     return out
 
 
+def paste_faces(photo: np.ndarray, outputs, framed) -> np.ndarray:
+    """`photo` with each face's output crop pasted back through its Framed (matrix, outline)."""
+    for output, face in zip(outputs, framed):
+        photo = paste_back(photo, output, face.matrix, face.outline)
+    return photo
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray, height: int = 512, gap: int = 8) -> np.ndarray:
     """Two photos of one size at `height` pixels (scaled up or down), a white gap between."""
     scale = height / left.shape[0]

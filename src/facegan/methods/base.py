@@ -108,6 +108,15 @@ class Framed:
     outline: np.ndarray
 
 
+def framed_batch(framed: list[Framed]) -> tuple[torch.Tensor, dict]:
+    """Framed faces as `transform`'s input: the crops as one (N, 3, S, S) tensor in [-1, 1] and each
+    per-face option as a list."""
+    from facegan.data.datasets import to_tensor
+
+    options = {key: [f.options[key] for f in framed] for key in framed[0].options}
+    return to_tensor(np.stack([f.crop for f in framed])), options
+
+
 class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     flip_augment: ClassVar[bool] = True   # random horizontal flips of the training images (off where labels hold positions)
