@@ -1,4 +1,5 @@
 """Beholder-GAN's parts: per-rater predictors, beauty control figures, inversion, `facegan beautify`."""
+import dataclasses
 import json
 import shutil
 
@@ -156,6 +157,36 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
     higher = method.regenerate(longer["z"], longer["beta"], 1.0)
     assert higher.shape == (1, 3, 64, 64) and not torch.allclose(higher, method.generate(longer["beta"],
                                                                                             longer["z"]))
+
+
+def test_encoder_starts_the_inversion_nearer_than_a_random_start():
+    """The warm start's mechanism: E, regressed on the D step's fakes, maps G's samples back near their
+    (z, c): G(E(x)) lies nearer x than G at a random start does, and E's regression loss falls."""
+    from facegan.methods import method_class
+
+    params = tiny_params()
+    own = dataclasses.replace(params.train.beholder, ema_decay=0.0, encoder_width=8)
+    method = method_class("beholder")(own, params.train.common, 64)
+    data = method.synthetic_data(own, 64, 64)
+    method.prepare(torch.from_numpy(data.labels))
+    method.start_training({})
+    generator = torch.Generator().manual_seed(0)
+    images, labels = to_tensor(data.images), torch.from_numpy(data.labels).float()
+    losses = []
+    for step in range(100):
+        rows = torch.randint(len(images), (16,), generator=generator)
+        losses.append(method.train_step({"image": images[rows], "attributes": labels[rows]}, step, generator))
+        method.after_step(step)
+    first, last = (np.mean([row["loss_e_z"] + row["loss_e_c"] for row in part]) for part in (losses[:10], losses[-10:]))
+    assert last < 0.7 * first
+    with torch.no_grad():
+        G = method.G_ema.eval()
+        z, c = torch.randn(32, own.z_dim, generator=generator), torch.randn(32, own.raters, generator=generator)
+        x = G(z, method.g_condition(c))
+        z_e, c_e = method.E.eval()(x)
+        warm = (G(z_e, method.g_condition(c_e)) - x).pow(2).mean()
+        cold = (G(torch.randn_like(z), method.g_condition(torch.randn_like(c))) - x).pow(2).mean()
+    assert warm < 0.5 * cold
 
 
 @pytest.fixture(scope="module")

@@ -276,7 +276,8 @@ def inversion_settings(args):
         inversion = load_params().evaluate.beholder.inversion
     except ConfigError:
         inversion = InversionParams()
-    return dataclasses.replace(inversion, **{k: v for k, v in (("steps", args.steps), ("starts", args.starts)) if v})
+    chosen = {k: v for k, v in (("steps", args.steps), ("starts", args.starts)) if v}
+    return dataclasses.replace(inversion, **chosen, **({"init": "random"} if args.random_init else {}))
 
 
 def cmd_beautify(args) -> int:
@@ -478,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "training scores (default 1.0; negative lowers beauty)")
     beautify.add_argument("--steps", type=int, default=0, help="inversion steps (default: evaluate.beholder.inversion)")
     beautify.add_argument("--starts", type=int, default=0,
-                          help="random starts per photo (default: evaluate.beholder.inversion)")
+                          help="starts per photo, the first E(photo) (default: evaluate.beholder.inversion)")
+    beautify.add_argument("--random-init", action="store_true",
+                          help="every start random, as in the paper (give --starts 4 --steps 100)")
     beautify.add_argument("--seed", type=int, default=0)
     edit = photo_command(sub, "edit", "Fader Networks: slide attributes of faces in photos",
                          "Detect and align each face, encode it, decode with the attributes you set (the others "

@@ -306,6 +306,9 @@ class BeholderParams(MethodParams):
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     lambda_beta: float = bounded(0.5, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
     london_real: bool = True                     # add the rating set's train faces with their real ratings
+    encoder_width: int = bounded(16, 0, 1024)    # E: x -> (z, c) learnt on G's samples, inversion's warm start
+                                                 #   (ours, for speed); 0 = none (the paper's random starts)
+    lr_e: float = bounded(1e-3, 1e-7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -452,10 +455,11 @@ class CGANEval:
 class InversionParams:
     """Beholder-GAN beautification: recover (z, beta) of a photo by gradient descent, regenerate at beta + delta.
     Read by evaluate@beholder and, as defaults, by `facegan beautify`."""
-    steps: int = bounded(100, 1, 100_000)
-    starts: int = bounded(4, 1, 1024)            # random (z0, beta0) per photo; the lowest loss wins
+    steps: int = bounded(30, 1, 100_000)         # the paper's random starts need ~100
+    starts: int = bounded(1, 1, 1024)            # (z0, beta0) per photo, the lowest loss wins (random starts: 4)
     lr: float = bounded(0.05, 1e-6, 10.0)
     alpha: float = bounded(0.5, 0.0, 1.0)        # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
+    init: Literal["encoder", "random"] = "encoder"   # the first start: E(x) (the model's encoder) or random
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ EDIT_RANGE = (-1.0, 2.0)   # Fader slider values: [0, 1] interpolates, beyond ex
 MAX_UPLOAD_BYTES = 12 * 1024 * 1024     # per image, as uploaded
 MAX_PIXELS = 40_000_000                  # a 40-megapixel photo at most (decoded)
 PHOTO_METHODS = ("fader", "beholder", "tpgan", "geogan", "dtn")
-SERVE_INVERSION_STEPS = 60               # Beholder's inversion on the page (the CLI's default: evaluate.beholder)
 
 
 class BadRequest(Exception):
@@ -135,8 +134,6 @@ class Models:
 
     def options(self, name: str, method, settings: dict, request: dict) -> tuple[dict, dict]:
         """The page's settings -> transform's options and frame's options, each checked."""
-        import dataclasses
-
         import torch
 
         def number(key, low, high, default=None):
@@ -158,8 +155,7 @@ class Models:
         if name == "beholder":
             from facegan.config import InversionParams
 
-            inversion = dataclasses.replace(InversionParams(), steps=SERVE_INVERSION_STEPS)
-            return {"delta": number("delta", -3, 3, 1.0), "inversion": inversion,
+            return {"delta": number("delta", -3, 3, 1.0), "inversion": InversionParams(),
                     "generator": torch.Generator().manual_seed(0)}, {}
         if name == "tpgan":
             yaw = settings.get("yaw")

@@ -29,6 +29,13 @@ VECTOR beta in R^K of K raters' scores, not on one mean score.
   several sigma outside what G was trained on. The recovered beta is kept within
   +-INVERT_BOX sigma of the training mean for the same reason.
 
+- Warm start (ours): an encoder E(x) -> (z, c), regressed in every training step on the
+  D step's fakes G(z, c') and their (z, c') (latent regression, as BiGAN's baseline; a
+  network, not optimisation, so it costs one small forward/backward a step), starts the
+  inversion at E(photo): one start of ~30 steps recovers what four random starts of 100 did
+  (measured in the issue-26 note). `train.beholder.encoder_width: 0` and
+  `inversion.init: random` give the paper's random starts.
+
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
 the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
 paper's beta came from SCUT-FBP5500 (60 raters, 5,500 faces), ours by default
@@ -46,8 +53,8 @@ from torch import nn
 
 from facegan.devices import bf16_autocast
 from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
-                                  TransformMethod, Transformed, random_images)
-from facegan.methods.nets import Generator, down_trunk, sn_linear
+                                  TransformMethod, Transformed, random_images, unwrap)
+from facegan.methods.nets import Generator, down_trunk, sn_linear, strided_layers
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
@@ -68,10 +75,27 @@ class BeautyDiscriminator(nn.Module):
         return self.adversarial(h).squeeze(1), self.beauty(h)
 
 
+class LatentEncoder(nn.Module):
+    """x -> (z, c): DCGAN's D body (instance norm, so a real photo is normalised as a fake is)
+    from `size` to 4 x 4, then a linear layer to z_dim + K."""
+
+    def __init__(self, z_dim: int, k: int, width: int, size: int = 64):
+        super().__init__()
+        blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
+        layers, channels = strided_layers(width, blocks, norm="instance")
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(channels * 16, z_dim + k)
+        self.z_dim = z_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.head(self.body(x)).float()
+        return code[:, :self.z_dim], code[:, self.z_dim:]
+
+
 class BeholderGAN(GANMethod, TransformMethod):
     """Generates faces from beauty vectors (`generate`) and beautifies photos (`transform`)."""
     name = "beholder"
-    losses = ("loss_d_adv", "loss_d_beta", "loss_g_adv", "loss_g_beta")
+    losses = ("loss_d_adv", "loss_d_beta", "loss_g_adv", "loss_g_beta", "loss_e_z", "loss_e_c")
     headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
                 Metric("beauty_spearman", "higher", "beauty Spearman"),
                 Metric("beautify_rise_rate", "higher"),
@@ -82,6 +106,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         k = params.raters
         super().__init__(params, common, Generator(params.z_dim, k, params.g_width, image_size),
                          BeautyDiscriminator(k, params.d_width, image_size), image_size)
+        self.E = LatentEncoder(params.z_dim, k, params.encoder_width, image_size) if params.encoder_width else None
         self.root = None   # the project, for the beauty judge that beautification reads (setup)
         self._judge = None
         self.register_buffer("beta_mean", torch.zeros(k))
@@ -122,6 +147,15 @@ class BeholderGAN(GANMethod, TransformMethod):
         return self.beta_levels[(torch.linspace(low, high, n) * (QUANTILES - 1)).round().long()]
 
     # ---------------------------------------------------------------- training
+    def trainable(self):
+        return {**super().trainable(), **({"E": self.E} if self.E is not None else {})}
+
+    def configure_optimizers(self):
+        optimizers = super().configure_optimizers()
+        if self.E is not None:
+            optimizers["E"] = torch.optim.Adam(unwrap(self.E).parameters(), self.params.lr_e, betas=(0.9, 0.999))
+        return optimizers
+
     def train_step(self, batch, step, generator):
         x_real, c_real = batch["image"], self.standardise(batch["attributes"])
         n, device = len(x_real), x_real.device
@@ -147,8 +181,18 @@ class BeholderGAN(GANMethod, TransformMethod):
         opt["G"].zero_grad(set_to_none=True)
         (loss_g_adv + lambda_beta * loss_g_beta).backward()
         opt["G"].step()
+
+        # ---------------- 3. encoder: (z, c') back from the D step's fakes (latent regression)
+        losses_e = {"loss_e_z": float("nan"), "loss_e_c": float("nan")}
+        if self.E is not None:
+            z_hat, c_hat = self.E(x_fake)
+            loss_e_z, loss_e_c = F.mse_loss(z_hat, z), F.mse_loss(c_hat, c_fake)
+            opt["E"].zero_grad(set_to_none=True)
+            (loss_e_z + loss_e_c).backward()
+            opt["E"].step()
+            losses_e = {"loss_e_z": loss_e_z.item(), "loss_e_c": loss_e_c.item()}
         return {"loss_d_adv": loss_d_adv.item(), "loss_d_beta": loss_d_beta.item(),
-                "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item()}
+                "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item(), **losses_e}
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
@@ -183,9 +227,10 @@ class BeholderGAN(GANMethod, TransformMethod):
         """Recover (z, c) with G_ema(z, c) ~ photos (N, 3, H, W in [-1, 1]); c is beta standardised.
 
         Adam on alpha * pixel MSE + (1 - alpha) * squared FaceNet embedding distance,
-        from `starts` random (z0, c0) per photo; after a fifth of the steps only the
-        start with the lowest loss goes on (`inversion`: config.InversionParams, steps, starts,
-        lr, alpha). Returns z, c, beta and the final loss (N,)."""
+        from `starts` (z0, c0) per photo: the first E(photo) with `inversion.init` "encoder", the
+        others random; after a fifth of the steps only the start with the lowest loss goes on
+        (`inversion`: config.InversionParams, steps, starts, lr, alpha). Returns z, c, beta and
+        the final loss (N,)."""
         p = self.params
         steps, starts = inversion.steps, inversion.starts
         device, n = self.device(), len(photos)
@@ -194,6 +239,14 @@ class BeholderGAN(GANMethod, TransformMethod):
             target = facenet(photos)
         z = torch.randn(n * starts, p.z_dim, generator=generator).to(device)
         c = torch.randn(n * starts, p.raters, generator=generator).to(device)
+        if inversion.init == "encoder":
+            if self.E is None:
+                raise RequestError("this Beholder-GAN was trained without an encoder (train.beholder.encoder_width: "
+                                   "0): invert from random starts (inversion init: random)")
+            with torch.no_grad():
+                z_e, c_e = self.E.eval()(photos.to(next(self.E.parameters()).dtype))
+            first = torch.arange(n, device=device) * starts
+            z[first], c[first] = z_e.float(), c_e.float().clamp(-INVERT_BOX, INVERT_BOX)
         index = torch.arange(n, device=device).repeat_interleave(starts)
         G = self.G_ema.eval().requires_grad_(False)
         select_at = max(1, int(steps * SELECTION_SHARE))
