@@ -228,6 +228,29 @@ def test_generate_beauty_strips(beholder_project, monkeypatch, capsys):
     assert cli.main(["generate", "beholder", "--attr", "Male=1", "--out", str(out)]) == 2
 
 
+def test_rate_scores_each_face_with_every_rater(beholder_project, london_photo, no_face_photo, monkeypatch,
+                                                capsys, tmp_path):
+    """`facegan rate`: the ensemble's beauty and the raters' spread per face, every rater's score in the CSV
+    (equal to the ensemble's prediction on the face's descriptor); a photo without a face is named and
+    counted (exit 1); without models/beauty the stage to run is named (exit 2)."""
+    monkeypatch.chdir(beholder_project)
+    table = tmp_path / "scores.csv"
+    assert cli.main(["rate", str(london_photo), str(no_face_photo), "--csv", str(table)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{no_face_photo}: no face found" in err and f"{london_photo}: " in out
+    rows = pd.read_csv(table)
+    k = TINY_METHODS["beholder"]["raters"]
+    assert list(rows.columns) == ["photo", "face", "beauty", "raters_sd", *[f"r{i}" for i in range(k)]]
+    assert len(rows) == 1 and rows["beauty"][0] == pytest.approx(rows.iloc[0, 4:].mean(), abs=1e-3)
+    assert f"{rows['beauty'][0]:.2f}" in out
+    empty = tmp_path / "empty_project"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    shutil.copy(beholder_project / "params.yaml", empty / "params.yaml")
+    assert cli.main(["rate", str(london_photo)]) == 2
+    assert "run `dvc repro beauty`" in capsys.readouterr().err
+
+
 def test_beautify_explains_a_photo_without_a_face(beholder_project, no_face_photo, london_photo, monkeypatch,
                                                   capsys):
     monkeypatch.chdir(beholder_project)

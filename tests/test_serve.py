@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# README's picture: FACEGAN_SCREENSHOT=page.png FACEGAN_SERVE_PROJECT=. pytest tests/test_serve.py -k browser
+# (the page over this project's trained models; without FACEGAN_SERVE_PROJECT, a tiny trained Fader)
+SERVED = os.environ.get("FACEGAN_SERVE_PROJECT")
+
+
 @pytest.fixture(scope="module")
 def server(fader_project):  # noqa: F811
     import uvicorn
@@ -32,7 +38,8 @@ def server(fader_project):  # noqa: F811
     from facegan.serve import create_app
 
     port = free_port()
-    app_server = uvicorn.Server(uvicorn.Config(create_app(fader_project), host="127.0.0.1", port=port,
+    app = create_app(Path(SERVED).resolve() if SERVED else fader_project)
+    app_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning"))
     thread = threading.Thread(target=app_server.run, daemon=True)
     thread.start()
@@ -106,7 +113,7 @@ def test_the_page_in_a_browser(server, london_photo, tmp_path):
         wait = WebDriverWait(browser, 120)
         wait.until(lambda b: b.find_elements(By.ID, "slider_Male"))
         options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#method option")]
-        assert "fader" in options and "tpgan (not trained: dvc repro train@tpgan)" in options
+        assert "fader" in options and (SERVED or "tpgan (not trained: dvc repro train@tpgan)" in options)
         browser.find_element(By.ID, "photo").send_keys(str(london_photo))
         wait.until(lambda b: (b.find_element(By.ID, "result").get_attribute("src") or "").startswith("data:image/png"))
         first = browser.find_element(By.ID, "result").get_attribute("src")

@@ -13,6 +13,7 @@ facegan frontalize photo.jpg [more | folder] [--yaw -60] --out frontal.png
                                                              TP-GAN: the face seen from the front
 facegan transfer photo.jpg [more | folder] --ref smiling.jpg --out out.png
                                                              GeoGAN: the reference's attribute onto the photo
+facegan rate photo.jpg [more | folder] [--csv scores.csv]    Beholder-GAN's raters: each face's predicted beauty
 facegan serve [--port 8000]                                  a local page: drop a photo, move sliders
 facegan info                                                 what the pipeline has produced so far
 
@@ -290,6 +291,46 @@ def cmd_beautify(args) -> int:
     return run_photo_command(args, method, "beautified", options)
 
 
+def cmd_rate(args) -> int:
+    """Beholder-GAN's first half on its own: the K per-rater predictors (models/beauty) score each face.
+    Prints the ensemble's beauty (the mean over raters) and the raters' spread; --csv adds every rater."""
+    import csv
+    import dataclasses
+
+    import numpy as np
+
+    from facegan.beauty.judge import BeautyJudge
+    from facegan.beauty.stage import model_folder
+    from facegan.data.datasets import to_tensor
+
+    root = project_root()
+    if not (model_folder(root) / "model.json").exists():
+        raise UserError(f"{model_folder(root)}: no trained raters: run `dvc repro beauty`")
+    photos = expand_inputs(args.photos)
+    judge = BeautyJudge(root)
+    params = dataclasses.replace(align_params(), eye_distance=judge.eye_distance, eye_y=judge.eye_y)
+    faces, failures = aligned_faces(photos, params.size, params, args.all_faces)
+    if not faces:
+        return 1
+    scores = judge.ensemble.predict(judge.describe(to_tensor(np.stack([face.item for face in faces]))))
+    low, high = judge.ensemble.scale
+    print(f"beauty on the raters' {low:g}-{high:g} scale: the mean of {scores.shape[1]} raters' predicted "
+          "scores (their spread: the standard deviation over raters)")
+    for face, row in zip(faces, scores):
+        name = str(face.path) + (f" face {face.index + 1}" if face.count > 1 else "")
+        print(f"{name}: {row.mean():.2f} (raters {row.std():.2f} sd, {row.min():.2f}-{row.max():.2f})")
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["photo", "face", "beauty", "raters_sd", *judge.ensemble.raters])
+            for face, row in zip(faces, scores):
+                writer.writerow([face.path, face.index + 1, f"{row.mean():.4f}", f"{row.std():.4f}",
+                                 *(f"{v:.4f}" for v in row)])
+        print(f"{args.csv}: every rater's score of each face")
+    return 1 if failures else 0
+
+
 def parse_attributes(pairs: list[str], known: list[str], low: float = 0.0, high: float = 1.0) -> dict[str, float]:
     values = {}
     for pair in pairs:
@@ -509,6 +550,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "geometry with the learnt flow, blend it in through the mask and refine (the attribute "
                              "the model was trained for: Smiling by default).", 32, cmd_transfer)
     transfer.add_argument("--ref", type=Path, required=True, help="a photo of a face that has the attribute")
+    rate = sub.add_parser("rate", help="Beholder-GAN's per-rater predictors: the predicted beauty of faces in photos",
+                          description="Detect and align each face and score it with the K per-rater predictors "
+                                      "of stage `beauty` (the raters Beholder-GAN is conditioned on): their mean, "
+                                      "their spread, and with --csv every rater's score.")
+    rate.add_argument("photos", nargs="+", type=Path, help="image files or folders of images")
+    rate.add_argument("--csv", type=Path, default=None, help="write every rater's score of each face here")
+    add_all_faces(rate)
+    rate.set_defaults(func=cmd_rate)
     serve = sub.add_parser("serve", help="a local web page: drop a photo, pick a method, move its sliders",
                            description="Serve a page on 127.0.0.1 where you drop a photo, pick a trained method, "
                                        "move its sliders and see the result pasted back into the photo.")

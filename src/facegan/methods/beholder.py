@@ -59,6 +59,7 @@ from facegan.methods.nets import Generator, down_trunk, sn_linear, strided_layer
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
 INVERT_BOX = 3.0  # recovered standardised beta is clamped to [-3, 3]: where G has seen training data
+BEAUTIFY_DELTAS = (0.5, 1.0, 2.0)   # beautification's table and figure: rise and identity per delta (sd)
 
 
 class BeautyDiscriminator(nn.Module):
@@ -392,6 +393,8 @@ class BeholderGAN(GANMethod, TransformMethod):
         return result
 
     def evaluate_beautification(self, context, generator) -> dict:
+        import pandas as pd
+
         from facegan.data.datasets import load_images, set_folder, to_tensor
         from facegan.metrics.pixels import psnr
 
@@ -403,26 +406,62 @@ class BeholderGAN(GANMethod, TransformMethod):
         with bf16_autocast(self.device()):
             recovered = self.invert(photos, judge.facenet, generator, own.inversion)
         reconstruction = self.generate(recovered["beta"], recovered["z"]).float().cpu()
-        beautified = self.regenerate(recovered["z"], recovered["beta"], own.delta).float().cpu()
-        beauty_photo, beauty_recon, beauty_new = (judge.beauty(x) for x in (photos, reconstruction, beautified))
-        keep, recon = check(beautified), check(reconstruction)
-        rows = ["photo", "reconstruction", f"beta + {own.delta:g} sd"]
-        context.save_grid(torch.cat([photos[:8], reconstruction[:8], beautified[:8]]), rows,
+        beauty_photo, beauty_recon = judge.beauty(photos), judge.beauty(reconstruction)
+        recon = check(reconstruction)
+        deltas = sorted({*BEAUTIFY_DELTAS, float(own.delta)})
+        beautified, table = {}, []
+        for delta in deltas:
+            beautified[delta] = self.regenerate(recovered["z"], recovered["beta"], delta).float().cpu()
+            beauty = judge.beauty(beautified[delta])
+            identity = check(beautified[delta])
+            table.append({"delta": delta, "rise_rate": float((beauty > beauty_photo).mean()),
+                          "rise_rate_vs_reconstruction": float((beauty > beauty_recon).mean()),
+                          "beauty": float(beauty.mean()), **identity})
+        table = pd.DataFrame(table)
+        table.to_csv(context.report_dir / "beautify_by_delta.csv", index=False)
+        plot_beautify_by_delta(table, recon["identity_acc"], context.report_dir / "beautify_by_delta.png")
+        rows = ["photo", "reconstruction", *(f"beta + {d:g} sd" for d in deltas)]
+        context.save_grid(torch.cat([photos[:8], reconstruction[:8], *(beautified[d][:8] for d in deltas)]), rows,
                           "beautification.png", per_row=min(8, len(photos)))
+        by_delta = table.set_index("delta")
+        at = by_delta.loc[float(own.delta)]
         return {
             "beautify_faces": check.faces, "beautify_delta": own.delta,
-            "beautify_rise_rate": float((beauty_new > beauty_photo).mean()),
-            "beautify_rise_rate_vs_reconstruction": float((beauty_new > beauty_recon).mean()),
+            "beautify_rise_rate": float(at["rise_rate"]),
+            "beautify_rise_rate_vs_reconstruction": float(at["rise_rate_vs_reconstruction"]),
             "beautify_beauty_photo": float(beauty_photo.mean()),
             "beautify_beauty_reconstruction": float(beauty_recon.mean()),
-            "beautify_beauty_beautified": float(beauty_new.mean()),
+            "beautify_beauty_beautified": float(at["beauty"]),
             "reconstruction_psnr": float(psnr(reconstruction, photos).mean()),
             "inversion_loss": float(recovered["loss"].mean()),
-            "identity_acc_beautified": keep["identity_acc"],
+            "identity_acc_beautified": float(at["identity_acc"]),
             "identity_acc_reconstruction": recon["identity_acc"],
-            "identity_ceiling": keep["identity_ceiling"],
-            "identity_acc_beautified_at_fixed": keep["identity_acc_at_fixed"],
+            "identity_ceiling": recon["identity_ceiling"],
+            "identity_acc_beautified_at_fixed": float(at["identity_acc_at_fixed"]),
             "identity_acc_reconstruction_at_fixed": recon["identity_acc_at_fixed"],
-            "identity_ceiling_at_fixed": keep["identity_ceiling_at_fixed"],
-            "identity_pairs": keep["identity_pairs"],
+            "identity_ceiling_at_fixed": recon["identity_ceiling_at_fixed"],
+            "identity_pairs": recon["identity_pairs"],
+            "beautify_rise_rate_by_delta": {f"{d:g}": float(v) for d, v in by_delta["rise_rate"].items()},
+            "identity_acc_beautified_by_delta": {f"{d:g}": float(v) for d, v in by_delta["identity_acc"].items()},
         }
+
+
+def plot_beautify_by_delta(table, identity_reconstruction: float, path) -> None:
+    """Beautification against delta: the share of photos whose predicted beauty rises, and dlib's
+    verification accuracy of (photo, beautified), beside the reconstruction's and the ceiling."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(table["delta"], table["rise_rate"], "o-", label="predicted beauty rises (share of photos)")
+    ax.plot(table["delta"], table["identity_acc"], "s-", label="identity acc. (photo, beautified), dlib")
+    ax.axhline(identity_reconstruction, color="grey", ls="--", label="identity acc. (photo, reconstruction)")
+    ax.axhline(float(table["identity_ceiling"].iloc[0]), color="black", ls=":", label="identity ceiling")
+    ax.set_xlabel("delta: every rater's beta raised by delta standard deviations")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
