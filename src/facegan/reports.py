@@ -50,3 +50,13 @@ def save_labelled_grid(images, row_labels: list[str], path: Path, per_row: int) 
         draw.text((4, row * h + h // 2 - 5), label, fill="black")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure to `path` (PNG, 100 dpi, tight), its folder made; the figure closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

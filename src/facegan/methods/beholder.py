@@ -453,6 +453,8 @@ def plot_beautify_by_delta(table, identity_reconstruction: float, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from facegan.reports import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(table["delta"], table["rise_rate"], "o-", label="predicted beauty rises (share of photos)")
     ax.plot(table["delta"], table["identity_acc"], "s-", label="identity acc. (photo, beautified), dlib")
@@ -461,7 +463,4 @@ def plot_beautify_by_delta(table, identity_reconstruction: float, path) -> None:
     ax.set_xlabel("delta: every rater's beta raised by delta standard deviations")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

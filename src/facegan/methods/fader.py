@@ -608,6 +608,8 @@ def plot_alpha_curve(curve, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from facegan.reports import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in curve.groupby("attribute", sort=False):
         line = None
@@ -621,10 +623,7 @@ def plot_alpha_curve(curve, path) -> None:
     ax.set_ylabel("judge: attribute present")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> None:
@@ -634,6 +633,8 @@ def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
+
+    from facegan.reports import save_figure
 
     frame = pd.read_csv(losses_csv)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -647,10 +648,7 @@ def plot_latent_discriminator(losses_csv, attributes, result: dict, path) -> Non
     bottom.plot(frame["step"], frame["lambda_e"], color="black")
     bottom.set_ylabel("lambda_E")
     bottom.set_xlabel("step")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def fresh_probes(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
