@@ -32,8 +32,9 @@ VECTOR beta in R^K of K raters' scores, not on one mean score.
 - Warm start (ours): an encoder E(x) -> (z, c), regressed in every training step on the
   D step's fakes G(z, c') and their (z, c') (latent regression, as BiGAN's baseline; a
   network, not optimisation, so it costs one small forward/backward a step), starts the
-  inversion at E(photo): one start of ~30 steps recovers what four random starts of 100 did
-  (measured in the issue-26 note). `train.beholder.encoder_width: 0` and
+  inversion at E(photo). Measured on one trained model (32 held-out faces): 1 start x 30 steps
+  from E(photo) against 4 random x 100, 5.4x faster, reconstruction PSNR 15.3 vs 14.3, dlib
+  identity 0.76 vs 0.71, its final loss higher (0.21 vs 0.14). `train.beholder.encoder_width: 0` and
   `inversion.init: random` give the paper's random starts.
 
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
@@ -245,7 +246,7 @@ class BeholderGAN(GANMethod, TransformMethod):
                 raise RequestError("this Beholder-GAN was trained without an encoder (train.beholder.encoder_width: "
                                    "0): invert from random starts (inversion init: random)")
             with torch.no_grad():
-                z_e, c_e = self.E.eval()(photos.to(next(self.E.parameters()).dtype))
+                z_e, c_e = self.E.eval()(photos)
             first = torch.arange(n, device=device) * starts
             z[first], c[first] = z_e.float(), c_e.float().clamp(-INVERT_BOX, INVERT_BOX)
         index = torch.arange(n, device=device).repeat_interleave(starts)
