@@ -43,22 +43,53 @@ def test_every_loss_term_is_finite_and_l_syn_is_their_weighted_sum(tpgan):
     assert not any(k.startswith("f.") for k in method.state_dict())
 
 
-def test_a_training_step_with_mirror_augment(pretrained_root):
+def tpgan_on_synthetic_pairs(pretrained_root, **overrides):
+    """A tiny TP-GAN with train.tpgan `overrides`, ready to train on 16 synthetic pairs (its batches)."""
     import dataclasses
 
     from facegan.methods.tpgan import TPGAN
 
     params = tiny_params()
     params = dataclasses.replace(params, train=dataclasses.replace(
-        params.train, tpgan=dataclasses.replace(params.train.tpgan, mirror_augment=True)))
+        params.train, tpgan=dataclasses.replace(params.train.tpgan, **overrides)))
     method = build_method("tpgan", params)
     method.setup(pretrained_root, "cpu")
     batches = make_batches(TPGAN.synthetic_data(params.train.tpgan, 16, method.size), 8, 0, flip=False)
     method.prepare(batches.labels)
     method.fit_to_training_data(batches)
     method.optimizers = method.configure_optimizers()
+    return method, batches
+
+
+def test_a_training_step_with_mirror_augment(pretrained_root):
+    method, batches = tpgan_on_synthetic_pairs(pretrained_root, mirror_augment=True)
     losses = method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
     assert all(np.isfinite(v) for v in losses.values()) and losses["loss_ip"] > 0
+
+
+def test_frontalising_uses_the_moving_average_of_g_when_asked(pretrained_root):
+    """ema_decay 0: frontalize() runs the trained G; ema_decay 0.9: a moving average that lags behind it,
+    saved with the method (G_ema's weights in the state dict)."""
+    outputs = {}
+    for decay in (0.0, 0.9):
+        torch.manual_seed(0)
+        method, batches = tpgan_on_synthetic_pairs(pretrained_root, ema_decay=decay)
+        for step in range(4):
+            method.train_step(batches.batch(step % 2, "cpu"), step, step_generator(0, step, 0))
+            method.after_step(step)
+        batch = batches.batch(0, "cpu")
+        centres = batch["attributes"][:, :8].reshape(-1, 4, 2)
+        if decay > 0:   # the average lags: its weights are not the trained ones
+            assert not all(torch.equal(a, b) for a, b in zip(method.G_ema.parameters(), method.G.parameters()))
+            with torch.no_grad():   # and it is the G used: moving its prior mask moves the output
+                method.G_ema.prior_mask.bias.fill_(-10.0)
+        used = method.frontalize(batch["image"], centres, batch["attributes"][:, 8])
+        method.average = None   # the trained G itself
+        trained = method.frontalize(batch["image"], centres, batch["attributes"][:, 8])
+        outputs[decay] = (used, trained)
+        assert any(k.startswith("G_ema.") for k in method.state_dict()) == (decay > 0)
+    assert torch.allclose(*outputs[0.0], atol=1e-6)
+    assert not torch.allclose(*outputs[0.9], atol=1e-2)
 
 
 def test_template_is_the_mean_of_the_frontal_inputs(tpgan):

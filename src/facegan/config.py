@@ -390,6 +390,7 @@ class TPGANParams(MethodParams):
     frontal_prior: bool = True                 # G reads, and blends in, the input warped to the frontal template (ours)
     prior_mirror_at: float = bounded(30.0, 1.0, 90.0)   # |yaw| from which the hidden half is the visible half's mirror
     lambda_prior: float = bounded(0.0, 0.0)    # weight of the drawn share mean(1 - m) of the output (ours)
+    ema_decay: float = bounded(0.0, 0.0, 1.0)   # G used for frontalising: a moving average of the trained G (ours)
 
 
 @dataclass(frozen=True)
