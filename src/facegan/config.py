@@ -456,7 +456,7 @@ class CGANEval:
 class InversionParams:
     """Beholder-GAN beautification: recover (z, beta) of a photo by gradient descent, regenerate at beta + delta.
     Read by evaluate@beholder and, as defaults, by `facegan beautify`."""
-    steps: int = bounded(30, 1, 100_000)         # the paper's random starts need ~100
+    steps: int = bounded(15, 1, 100_000)         # from the encoder's start (the paper's random starts need ~100)
     starts: int = bounded(1, 1, 1024)            # (z0, beta0) per photo, the lowest loss wins (random starts: 4)
     lr: float = bounded(0.05, 1e-6, 10.0)
     alpha: float = bounded(0.5, 0.0, 1.0)        # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
