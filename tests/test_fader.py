@@ -143,6 +143,31 @@ def test_edit_a_photo_with_a_slider(fader_project, london_photo, two_face_photo,
     assert "expected NAME=VALUE with NAME one of Blond_Hair, Attractive, Male, Young" in capsys.readouterr().err
 
 
+def test_residual_edit_adds_only_the_change_to_the_photo(fader_project, london_photo, monkeypatch, capsys):
+    """--residual: photo + (Dec(E(x), y') - Dec(E(x), y)), so the crop written is the photo's crop moved by
+    exactly the method's change; an edit that changes nothing gives the photo back; other methods refuse it."""
+    from PIL import Image
+
+    from facegan.methods.base import RequestError, Transformed, with_residual
+
+    x, out, rec = (torch.rand(2, 3, 8, 8) * 2 - 1 for _ in range(3))
+    assert torch.allclose(with_residual(x, Transformed(rec, {"reconstruction": rec})).output, x)
+    assert torch.allclose(with_residual(x, Transformed(out, {"reconstruction": rec})).output,
+                          (x + out - rec).clamp(-1, 1))
+    with pytest.raises(RequestError, match="fader, beholder"):
+        with_residual(x, Transformed(out))
+    monkeypatch.chdir(fader_project)
+    out_path = fader_project / "out" / "residual.png"
+    assert cli.main(["edit", str(london_photo), "--attr", "Male=2", "--residual", "--crop", "--out",
+                     str(out_path)]) == 0
+    assert "photo | reconstruction | method output | edited" in capsys.readouterr().out
+    strip = np.asarray(Image.open(out_path.parent / "residual_compare.png")).astype(int)
+    photo, reconstruction, method_output, edited = np.split(strip, 4, axis=1)
+    assert np.abs(edited - np.clip(photo + method_output - reconstruction, 0, 255)).max() <= 3
+    assert np.abs(method_output - reconstruction).mean() > 2       # the edit did change something
+    assert cli.main(["edit", str(london_photo), "--attr", "Male=2", "--residual", "--out", str(out_path)]) == 0
+
+
 def test_edit_explains_a_photo_without_a_face(fader_project, no_face_photo, london_photo, monkeypatch, capsys):
     monkeypatch.chdir(fader_project)
     assert cli.main(["edit", str(no_face_photo), "--attr", "Male=1", "--out", str(fader_project / "x.png")]) == 1

@@ -5,7 +5,7 @@ import pytest
 from facegan.data.images import load_rgb
 from facegan.faces.align import align_face
 from facegan.faces.landmarks import Landmarker
-from facegan.faces.paste import landmark_outline, paste_back, side_by_side
+from facegan.faces.paste import add_change, landmark_outline, paste_back, side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,19 @@ def test_a_tint_of_the_whole_output_is_corrected_at_the_seam(aligned):
     tinted = np.clip(crop.astype(int) + (18, -12, 10), 0, 255).astype(np.uint8)
     back = paste_back(photo, tinted, matrix, landmark_outline(points))
     assert np.abs(face_box(found, back) - face_box(found, photo)).mean() < 4
+
+
+def test_a_residual_change_is_added_to_the_photo_itself(aligned):
+    """add_change: no change leaves the photo exactly (its full-resolution detail kept, unlike pasting a
+    crop); a +40 change raises the face by 40 at the nose and nothing outside the outline."""
+    photo, found, crop, points, matrix = aligned
+    outline = landmark_outline(points)
+    assert np.array_equal(add_change(photo, np.zeros(crop.shape, np.float32), matrix, outline), photo)
+    raised = add_change(photo, np.full(crop.shape, 40.0, np.float32), matrix, outline).astype(int)
+    nose = np.round(found.landmarks[30]).astype(int)
+    assert np.allclose(raised[nose[1], nose[0]], np.minimum(photo[nose[1], nose[0]].astype(int) + 40, 255), atol=1)
+    hair = found.box.round().astype(int)
+    assert np.array_equal(raised[: max(hair[1] - 60, 1)], photo[: max(hair[1] - 60, 1)])
 
 
 def test_side_by_side_is_readable():

@@ -71,7 +71,8 @@ def test_the_api_answers_every_bad_request_with_a_message(server, london_photo, 
         methods = json.loads(response.read())
     assert methods["fader"]["trained"] and methods["fader"]["attributes"] == ["Blond_Hair", "Attractive", "Male",
                                                                              "Young"]
-    assert methods["tpgan"] == {"trained": False, "stage": "dvc repro train@tpgan"}
+    assert methods["tpgan"] == {"trained": False, "stage": "dvc repro train@tpgan", "residual": False}
+    assert methods["fader"]["residual"] and methods["beholder"]["residual"]
     cases = {
         "not JSON": (b"{oops", 400, "not JSON"),
         "a text file": ({"method": "fader", "photo": data_url(b"just some text")}, 400, "not an image"),
@@ -92,11 +93,19 @@ def test_a_photo_comes_back_edited_at_its_own_size(server, london_photo):
     from PIL import Image
     import io
 
-    status, answer = post(server, {"method": "fader", "photo": data_url(london_photo.read_bytes()),
-                                   "settings": {"attributes": {"Male": 2}}})
-    assert status == 200 and answer["faces"] == 1
-    result = Image.open(io.BytesIO(base64.b64decode(answer["image"].split(",", 1)[1])))
-    assert result.size == Image.open(london_photo).size
+    def edited(**settings):
+        status, answer = post(server, {"method": "fader", "photo": data_url(london_photo.read_bytes()),
+                                       "settings": {"attributes": {"Male": 2}, **settings}})
+        assert status == 200 and answer["faces"] == 1
+        return Image.open(io.BytesIO(base64.b64decode(answer["image"].split(",", 1)[1]))).convert("RGB")
+
+    photo = Image.open(london_photo).convert("RGB")
+    result = edited()
+    assert result.size == photo.size
+    # "keep the photo's face": only the change is added, so the result stays nearer the photo
+    distance = {name: np.abs(np.asarray(image, float) - np.asarray(photo, float)).mean()
+                for name, image in (("redrawn", result), ("residual", edited(residual=True)))}
+    assert 0 < distance["residual"] < distance["redrawn"], distance
 
 
 def test_the_page_in_a_browser(server, london_photo, tmp_path):

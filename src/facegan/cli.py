@@ -231,12 +231,17 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
     pasted: dict[Path, list] = {}
     for chunk, photos, per_face in face_batches(faces, args.batch, suffix):
         result = transformed(method, photos, **options, **per_face)
+        if getattr(args, "residual", False):
+            from facegan.methods.base import with_residual
+            result = with_residual(photos, result)
         targets = [face_path(target_of(face.path), face) for face in chunk]
+        changes = None if result.change is None else result.change_levels()
         for k, (face, target) in enumerate(zip(chunk, targets)):
             output = to_uint8(result.output[k:k + 1].float())[0]
             note = describe(face.path, result.notes[k]) if describe else result.notes[k]
-            if not args.crop:
-                pasted.setdefault(face.path, []).append((face, output, note))
+            if not args.crop:   # a residual edit adds its change to the photo itself, at full resolution
+                put = output if changes is None else changes[k]
+                pasted.setdefault(face.path, []).append((face, put, note))
                 continue
             save_rgb(output, target)
             strip = torch.cat([x.float().cpu() for x in (photos[k], *(p[k] for p in result.panels.values()),
@@ -249,16 +254,17 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
                 target.parent.mkdir(parents=True, exist_ok=True)
             each_batch(photos, targets)
     for path, done in pasted.items():
-        paste_into_photo(path, target_of(path), done)
+        paste_into_photo(path, target_of(path), done, changes=getattr(args, "residual", False))
     return 1 if failures else 0
 
 
-def paste_into_photo(path: Path, target: Path, done: list) -> None:
-    """The photo with each of its faces' outputs pasted back -> target, and photo | result beside it."""
+def paste_into_photo(path: Path, target: Path, done: list, changes: bool = False) -> None:
+    """The photo with each of its faces' outputs pasted back (with `changes`: each face's change added)
+    -> target, and photo | result beside it."""
     from facegan.faces.paste import paste_faces, side_by_side
 
     photo = read_photo(path)
-    result = paste_faces(photo, [output for _, output, _ in done], [face.item for face, _, _ in done])
+    result = paste_faces(photo, [output for _, output, _ in done], [face.item for face, _, _ in done], changes)
     save_rgb(result, target)
     compare = target.with_name(target.stem + "_compare.png")
     save_rgb(side_by_side(photo, result), compare)
@@ -359,8 +365,13 @@ def cmd_edit(args) -> int:
     def slider(photos, targets):   # the same crops with the attribute at STRIP_VALUES, the others as asked
         import torch
 
-        slid = torch.stack([transformed(method, photos, attributes={**asked, args.strip: float(v)}).output.float()
-                            for v in STRIP_VALUES], 1)
+        from facegan.methods.base import with_residual
+
+        def at(value):
+            result = transformed(method, photos, attributes={**asked, args.strip: float(value)})
+            return (with_residual(photos, result) if args.residual else result).output.float()
+
+        slid = torch.stack([at(v) for v in STRIP_VALUES], 1)
         for strip, target in zip(slid, targets):
             strip_path = target.with_name(f"{target.stem}_strip_{args.strip}.png")
             save_image(strip.add(1).div(2).clamp(0, 1), strip_path, nrow=len(STRIP_VALUES))
@@ -487,6 +498,13 @@ def photo_command(sub, name: str, help: str, description: str, batch: int, func)
     return command
 
 
+def add_residual(command) -> None:
+    command.add_argument("--residual", action="store_true",
+                         help="keep the photo's own face and add only the change the method makes: photo + "
+                              "(output - reconstruction) (ours; the paper's output is the method's whole "
+                              "redrawn face)")
+
+
 def add_all_faces(command) -> None:
     command.add_argument("--all-faces", action="store_true",
                          help="every face found in a photo (default: the largest); several crops are "
@@ -524,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     beautify.add_argument("--random-init", action="store_true",
                           help="every start random, as in the paper (give --starts 4 --steps 100)")
     beautify.add_argument("--seed", type=int, default=0)
+    add_residual(beautify)
     edit = photo_command(sub, "edit", "Fader Networks: slide attributes of faces in photos",
                          "Detect and align each face, encode it, decode with the attributes you set (the others "
                          "keep the values the attribute judge sees in the photo).", 64, cmd_edit)
@@ -532,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{EDIT_RANGE[1]:g}] allowed (beyond [0, 1] extrapolates)")
     edit.add_argument("--strip", metavar="NAME", default="",
                       help="also write <out>_strip_NAME.png: that attribute slid from 0 to 1")
+    add_residual(edit)
     photo_command(sub, "emojify", "DTN: turn faces in photos into cartoon avatars that keep identity",
                   "Detect and align each face, take its FaceNet embedding f(x), draw g(f(x)) in the target domain "
                   "the model was trained on.", 32, cmd_emojify)

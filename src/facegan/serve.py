@@ -83,10 +83,12 @@ class Models:
 
     def status(self) -> dict:
         """Per method: trained or not (and the stage that trains it), and the controls the page shows."""
+        from facegan.methods.base import RESIDUAL_METHODS
+
         out = {}
         for name in PHOTO_METHODS:
             trained = (self.root / "models" / name / "model.json").exists()
-            entry = {"trained": trained, "stage": f"dvc repro train@{name}"}
+            entry = {"trained": trained, "stage": f"dvc repro train@{name}", "residual": name in RESIDUAL_METHODS}
             if name == "fader" and trained:
                 entry["attributes"] = list(self.method(name).condition_names)
             if name == "geogan" and trained:
@@ -110,7 +112,7 @@ class Models:
         """{method, photo, settings, reference?} -> {image, notes}."""
         from facegan.data.datasets import to_uint8
         from facegan.faces.paste import paste_faces
-        from facegan.methods.base import RequestError, framed_batch
+        from facegan.methods.base import RESIDUAL_METHODS, RequestError, framed_batch, with_residual
 
         name = request.get("method")
         photo = decode_data_url(request.get("photo"), "photo")
@@ -126,9 +128,14 @@ class Models:
                 crops, per_face = framed_batch(framed)
                 # no inference_mode here: Beholder's transform inverts G by gradient descent
                 result = method.transform(crops, **options, **per_face)
+                if settings.get("residual") and name in RESIDUAL_METHODS:
+                    result = with_residual(crops, result)
             except RequestError as err:
                 raise BadRequest(str(err)) from None
-            output = paste_faces(photo, to_uint8(result.output.float()), framed)
+            if result.change is not None:   # a residual edit: its change added to the photo itself
+                output = paste_faces(photo, result.change_levels(), framed, changes=True)
+            else:
+                output = paste_faces(photo, to_uint8(result.output.float()), framed)
         return {"image": encode_png(output), "notes": result.notes,
                 "faces": len(faces), "faces_seen": faces[0].n_faces}
 

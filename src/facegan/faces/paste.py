@@ -36,26 +36,23 @@ def ellipse_outline(centre, half_width: float, top: float, bottom: float, n: int
     return np.stack([centre[0] + half_width * np.cos(angle), middle + half_height * np.sin(angle)], 1)
 
 
-def paste_back(photo: np.ndarray, output: np.ndarray, matrix: np.ndarray, outline: np.ndarray,
-               feather: float = FEATHER) -> np.ndarray:
-    """`photo` (H x W x 3 uint8) with `output` (S x S x 3 uint8, in the frame the 2x3 photo -> crop
-    similarity `matrix` defines) blended in through the feathered `outline` (K x 2 crop pixels)."""
-    height, width = photo.shape[:2]
-    side = output.shape[0]
+def crop_footprint(shape, side: int, matrix: np.ndarray, outline: np.ndarray, feather: float = FEATHER):
+    """Where a side x side crop (cut by the 2x3 photo -> crop similarity `matrix`) lies in a photo of
+    `shape`: its bounding box (x0, y0, x1, y1) or None when outside, the ROI pixel -> crop pixel matrix,
+    and the feathered mask (h x w x 1) of the `outline` (K x 2 crop pixels) within the crop's footprint."""
+    height, width = shape[:2]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
     corners = transform_points(np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64), inverse)
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), [width, height])
     if x1 - x0 < 2 or y1 - y0 < 2:          # the crop's footprint lies outside the photo
-        return photo.copy()
+        return None, None, None
     to_crop = np.asarray(matrix, np.float64).copy()   # ROI pixel -> crop pixel
     to_crop[:, 2] += to_crop[:, :2] @ np.array([x0, y0], np.float64)
     size = (int(x1 - x0), int(y1 - y0))
-    back = cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(output, to_crop, size, flags=cv2.INTER_CUBIC | back,
-                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    inside = cv2.warpAffine(np.ones((side, side), np.float32), to_crop, size, flags=cv2.INTER_LINEAR | back,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = cv2.warpAffine(np.ones((side, side), np.float32), to_crop, size,
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
     hull = cv2.convexHull((transform_points(np.asarray(outline, np.float64), inverse) - [x0, y0])
                           .astype(np.float32)).astype(np.float64)
     sigma = max(1.0, feather * np.sqrt(max(cv2.contourArea(hull.astype(np.float32)), 1.0)))
@@ -64,7 +61,25 @@ def paste_back(photo: np.ndarray, output: np.ndarray, matrix: np.ndarray, outlin
     mask = np.minimum(mask, inside)
     radius = int(round(1.5 * sigma))        # shrink first, so the feathered edge ends near the outline
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
+    return (x0, y0, x1, y1), to_crop, cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
+
+
+def warped_back(crop: np.ndarray, to_crop: np.ndarray, box) -> np.ndarray:
+    """A crop-frame image (S x S x C) at the photo's resolution over `box` (bicubic), float32."""
+    x0, y0, x1, y1 = box
+    return cv2.warpAffine(crop, to_crop, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+
+def paste_back(photo: np.ndarray, output: np.ndarray, matrix: np.ndarray, outline: np.ndarray,
+               feather: float = FEATHER) -> np.ndarray:
+    """`photo` (H x W x 3 uint8) with `output` (S x S x 3 uint8, in the frame the 2x3 photo -> crop
+    similarity `matrix` defines) blended in through the feathered `outline` (K x 2 crop pixels)."""
+    box, to_crop, mask = crop_footprint(photo.shape, output.shape[0], matrix, outline, feather)
+    if box is None:
+        return photo.copy()
+    x0, y0, x1, y1 = box
+    warped = warped_back(output, to_crop, box)
     region = photo[y0:y1, x0:x1].astype(np.float32)
     seam = (mask[..., 0] > 0.5) & (mask[..., 0] < 0.9)
     if seam.sum() >= 16:
@@ -74,10 +89,28 @@ def paste_back(photo: np.ndarray, output: np.ndarray, matrix: np.ndarray, outlin
     return out
 
 
-def paste_faces(photo: np.ndarray, outputs, framed) -> np.ndarray:
-    """`photo` with each face's output crop pasted back through its Framed (matrix, outline)."""
+def add_change(photo: np.ndarray, change: np.ndarray, matrix: np.ndarray, outline: np.ndarray,
+               feather: float = FEATHER) -> np.ndarray:
+    """`photo` plus a method's change (S x S x 3 float, levels of 255: output - reconstruction in the
+    crop's frame) warped back and faded out through the outline's mask: the residual edit at the photo's
+    full resolution, its own detail kept (no tint matching: the change has no tint of its own)."""
+    box, to_crop, mask = crop_footprint(photo.shape, change.shape[0], matrix, outline, feather)
+    if box is None:
+        return photo.copy()
+    x0, y0, x1, y1 = box
+    out = photo.copy()
+    region = photo[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(region + mask * warped_back(change.astype(np.float32), to_crop, box), 0, 255
+                                ).round().astype(np.uint8)
+    return out
+
+
+def paste_faces(photo: np.ndarray, outputs, framed, changes: bool = False) -> np.ndarray:
+    """`photo` with each face's output crop pasted back through its Framed (matrix, outline); with
+    `changes`, each output is a change to add (add_change) instead."""
+    put = add_change if changes else paste_back
     for output, face in zip(outputs, framed):
-        photo = paste_back(photo, output, face.matrix, face.outline)
+        photo = put(photo, output, face.matrix, face.outline)
     return photo
 
 

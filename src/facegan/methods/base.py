@@ -95,6 +95,30 @@ class Transformed:
     output: torch.Tensor
     panels: dict[str, torch.Tensor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    change: torch.Tensor | None = None   # with_residual: output - reconstruction, added to the photo itself
+
+    def change_levels(self) -> np.ndarray:
+        """The residual change (N, 3, S, S) in [-1, 1] units -> (N, S, S, 3) float levels of 255, as
+        faces/paste.add_change adds it to a photo."""
+        return self.change.float().cpu().permute(0, 2, 3, 1).numpy() * 127.5
+
+
+RESIDUAL_METHODS = ("fader", "beholder")   # methods whose transform returns a "reconstruction" panel
+
+
+def with_residual(crops: torch.Tensor, result: Transformed) -> Transformed:
+    """Only the change the method makes, added to the photo's own crop (ours; `--residual`):
+    x + (out - rec), rec the method's reconstruction of x (Fader: Dec(E(x), y) with the judged y;
+    Beholder-GAN: G(z*, beta*) of the inversion). A 64-px autoencoder or an inverted GAN redraws the
+    whole face, blurred or as a near stranger; this keeps the photo's detail and adds what the edit
+    changes (pasted back, at the photo's full resolution: faces/paste.add_change). The papers' output
+    is `out` itself, kept as the panel "method output"."""
+    if "reconstruction" not in result.panels:
+        raise RequestError("--residual needs a method that reconstructs its input: "
+                           f"{', '.join(RESIDUAL_METHODS)}")
+    change = result.output.float().cpu() - result.panels["reconstruction"].float().cpu()
+    return Transformed((crops.float().cpu() + change).clamp(-1, 1), {**result.panels, "method output": result.output},
+                       result.notes, change)
 
 
 @dataclass
