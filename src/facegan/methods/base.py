@@ -116,9 +116,14 @@ def with_residual(crops: torch.Tensor, result: Transformed) -> Transformed:
     if "reconstruction" not in result.panels:
         raise RequestError("--residual needs a method that reconstructs its input: "
                            f"{', '.join(RESIDUAL_METHODS)}")
-    change = result.output.float().cpu() - result.panels["reconstruction"].float().cpu()
-    return Transformed((crops.float().cpu() + change).clamp(-1, 1), {**result.panels, "method output": result.output},
-                       result.notes, change)
+    composed, change = residual_composition(crops, result.output, result.panels["reconstruction"])
+    return Transformed(composed, {**result.panels, "method output": result.output}, result.notes, change)
+
+
+def residual_composition(crops: torch.Tensor, output: torch.Tensor, reconstruction: torch.Tensor):
+    """-> (crops + change clamped to [-1, 1], change = output - reconstruction), on the CPU."""
+    change = output.float().cpu() - reconstruction.float().cpu()
+    return (crops.float().cpu() + change).clamp(-1, 1), change
 
 
 @dataclass

@@ -60,7 +60,7 @@ from torch import nn
 
 from facegan.devices import bf16_autocast
 from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
-                                  TransformMethod, Transformed, random_images, unwrap)
+                                  TransformMethod, Transformed, random_images, residual_composition, unwrap)
 from facegan.methods.nets import Generator, down_trunk, sn_linear, strided_layers
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
@@ -416,19 +416,24 @@ class BeholderGAN(GANMethod, TransformMethod):
         beauty_photo, beauty_recon = judge.beauty(photos), judge.beauty(reconstruction)
         recon = check(reconstruction)
         deltas = sorted({*BEAUTIFY_DELTAS, float(own.delta)})
-        beautified, table = {}, []
+        beautified, residual, table = {}, {}, []
         for delta in deltas:
             beautified[delta] = self.regenerate(recovered["z"], recovered["beta"], delta).float().cpu()
-            beauty = judge.beauty(beautified[delta])
+            # `--residual` (ours): the photo plus G's change, photo + G(z, beta + delta) - G(z, beta)
+            residual[delta] = residual_composition(photos, beautified[delta], reconstruction)[0]
+            beauty, beauty_residual = judge.beauty(beautified[delta]), judge.beauty(residual[delta])
             identity = check(beautified[delta])
             table.append({"delta": delta, "rise_rate": float((beauty > beauty_photo).mean()),
                           "rise_rate_vs_reconstruction": float((beauty > beauty_recon).mean()),
-                          "beauty": float(beauty.mean()), **identity})
+                          "beauty": float(beauty.mean()), **identity,
+                          "rise_rate_residual": float((beauty_residual > beauty_photo).mean()),
+                          "identity_acc_residual": check(residual[delta])["identity_acc"]})
         table = pd.DataFrame(table)
         table.to_csv(context.report_dir / "beautify_by_delta.csv", index=False)
         plot_beautify_by_delta(table, recon["identity_acc"], context.report_dir / "beautify_by_delta.png")
-        rows = ["photo", "reconstruction", *(f"beta + {d:g} sd" for d in deltas)]
-        context.save_grid(torch.cat([photos[:8], reconstruction[:8], *(beautified[d][:8] for d in deltas)]), rows,
+        rows = ["photo", "reconstruction", *(f"beta + {d:g} sd" for d in deltas), f"residual, + {own.delta:g} sd"]
+        context.save_grid(torch.cat([photos[:8], reconstruction[:8], *(beautified[d][:8] for d in deltas),
+                                     residual[float(own.delta)][:8]]), rows,
                           "beautification.png", per_row=min(8, len(photos)))
         by_delta = table.set_index("delta")
         at = by_delta.loc[float(own.delta)]
@@ -450,6 +455,8 @@ class BeholderGAN(GANMethod, TransformMethod):
             "identity_pairs": recon["identity_pairs"],
             "beautify_rise_rate_by_delta": {f"{d:g}": float(v) for d, v in by_delta["rise_rate"].items()},
             "identity_acc_beautified_by_delta": {f"{d:g}": float(v) for d, v in by_delta["identity_acc"].items()},
+            "beautify_rise_rate_residual": float(at["rise_rate_residual"]),
+            "identity_acc_beautified_residual": float(at["identity_acc_residual"]),
         }
 
 
@@ -465,6 +472,8 @@ def plot_beautify_by_delta(table, identity_reconstruction: float, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(table["delta"], table["rise_rate"], "o-", label="predicted beauty rises (share of photos)")
     ax.plot(table["delta"], table["identity_acc"], "s-", label="identity acc. (photo, beautified), dlib")
+    ax.plot(table["delta"], table["rise_rate_residual"], "o:", label="predicted beauty rises, --residual (photo + change)")
+    ax.plot(table["delta"], table["identity_acc_residual"], "s:", label="identity acc., --residual")
     ax.axhline(identity_reconstruction, color="grey", ls="--", label="identity acc. (photo, reconstruction)")
     ax.axhline(float(table["identity_ceiling"].iloc[0]), color="black", ls=":", label="identity ceiling")
     ax.set_xlabel("delta: every rater's beta raised by delta standard deviations")

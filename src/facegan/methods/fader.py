@@ -115,7 +115,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.methods.base import (CelebAAttributeData, Metric, RequestError, TransformMethod, Transformed,
-                                  unwrap)
+                                  residual_composition, unwrap)
 
 CLIP_NORM = 5.0
 EVAL_SLIDER = np.linspace(-1, 2, 8)   # slider values in the report's strips (the paper's figures: [-1, 2])
@@ -531,7 +531,7 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
         # ---------------- 2b. the same at the slider value the authors recommend per attribute (alpha to
         # switch it on, 1 - alpha to switch it off; README of facebookresearch/FaderNetworks), and the
         # judge's present-rate over alpha in [-1, 2] for faces without and with the attribute
-        recommended = {}
+        recommended, residual = {}, {}
         for k, name in enumerate(self.attributes):
             alpha = context.own.recommended_alpha.get(name, 1.0)
             wanted = y.clone()
@@ -540,6 +540,10 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             seen = judge.predict(recommended[name])[:, judge.column(name)] >= 0.5
             result[f"swap_alpha_{name}"] = alpha
             result[f"swap_acc_recommended_{name}"] = float((seen == 1 - labels[:, k]).mean())
+            # `--residual` (ours): the photo plus the swap's change, x + Dec(E(x), y') - Dec(E(x), y)
+            residual[name] = residual_composition(photos, recommended[name], reconstruction)[0]
+            seen = judge.predict(residual[name])[:, judge.column(name)] >= 0.5
+            result[f"swap_acc_recommended_residual_{name}"] = float((seen == 1 - labels[:, k]).mean())
         result["swap_acc_recommended"] = float(np.mean([result[f"swap_acc_recommended_{n}"]
                                                         for n in self.attributes]))
         curve = self.alpha_curve(decoded, judge, y, labels)
@@ -572,9 +576,10 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             result[f"identity_acc_swap_{name}"] = swapped["identity_acc"]
             result[f"identity_acc_swap_{name}_at_fixed"] = swapped["identity_acc_at_fixed"]
             result[f"identity_acc_recommended_{name}"] = check(recommended[name][check.chosen])["identity_acc"]
+            result[f"identity_acc_recommended_residual_{name}"] = check(residual[name][check.chosen])["identity_acc"]
         result["identity_acc"] = float(np.mean([result[f"identity_acc_swap_{n}"] for n in swaps]))
-        result["identity_acc_recommended"] = float(np.mean([result[f"identity_acc_recommended_{n}"]
-                                                            for n in swaps]))
+        for key in ("identity_acc_recommended", "identity_acc_recommended_residual", "swap_acc_recommended_residual"):
+            result[key] = float(np.mean([result[f"{key}_{n}"] for n in swaps]))
 
         # ---------------- 5. latent discriminator on test latents: invariance of E(x)
         with torch.no_grad():
