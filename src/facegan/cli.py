@@ -235,15 +235,13 @@ def run_photo_command(args, method, suffix: str, options: dict, describe=None, f
             from facegan.methods.base import with_residual
             result = with_residual(photos, result)
         targets = [face_path(target_of(face.path), face) for face in chunk]
-        changes = None if result.change is None else result.change_levels()
+        pieces, _ = result.for_paste()   # a residual edit adds its change to the photo itself
         for k, (face, target) in enumerate(zip(chunk, targets)):
-            output = to_uint8(result.output[k:k + 1].float())[0]
             note = describe(face.path, result.notes[k]) if describe else result.notes[k]
-            if not args.crop:   # a residual edit adds its change to the photo itself, at full resolution
-                put = output if changes is None else changes[k]
-                pasted.setdefault(face.path, []).append((face, put, note))
+            if not args.crop:
+                pasted.setdefault(face.path, []).append((face, pieces[k], note))
                 continue
-            save_rgb(output, target)
+            save_rgb(to_uint8(result.output[k:k + 1].float())[0], target)
             strip = torch.cat([x.float().cpu() for x in (photos[k], *(p[k] for p in result.panels.values()),
                                                          result.output[k])], 2)
             save_rgb(to_uint8(strip[None])[0], target.with_name(target.stem + "_compare.png"))

@@ -110,7 +110,6 @@ class Models:
 
     def apply(self, request: dict) -> dict:
         """{method, photo, settings, reference?} -> {image, notes}."""
-        from facegan.data.datasets import to_uint8
         from facegan.faces.paste import paste_faces
         from facegan.methods.base import RESIDUAL_METHODS, RequestError, framed_batch, with_residual
 
@@ -132,10 +131,8 @@ class Models:
                     result = with_residual(crops, result)
             except RequestError as err:
                 raise BadRequest(str(err)) from None
-            if result.change is not None:   # a residual edit: its change added to the photo itself
-                output = paste_faces(photo, result.change_levels(), framed, changes=True)
-            else:
-                output = paste_faces(photo, to_uint8(result.output.float()), framed)
+            pieces, changes = result.for_paste()   # a residual edit: its change added to the photo itself
+            output = paste_faces(photo, pieces, framed, changes)
         return {"image": encode_png(output), "notes": result.notes,
                 "faces": len(faces), "faces_seen": faces[0].n_faces}
 

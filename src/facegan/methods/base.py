@@ -97,10 +97,14 @@ class Transformed:
     notes: list[str] = field(default_factory=list)
     change: torch.Tensor | None = None   # with_residual: output - reconstruction, added to the photo itself
 
-    def change_levels(self) -> np.ndarray:
-        """The residual change (N, 3, S, S) in [-1, 1] units -> (N, S, S, 3) float levels of 255, as
-        faces/paste.add_change adds it to a photo."""
-        return self.change.float().cpu().permute(0, 2, 3, 1).numpy() * 127.5
+    def for_paste(self) -> tuple[np.ndarray, bool]:
+        """What faces/paste.paste_faces puts into the photo, and whether it is a change: the output crops
+        (N, S, S, 3) uint8, or after with_residual the changes in float levels of 255 (added, not blended)."""
+        from facegan.data.datasets import to_uint8
+
+        if self.change is None:
+            return to_uint8(self.output.float()), False
+        return self.change.float().cpu().permute(0, 2, 3, 1).numpy() * 127.5, True
 
 
 RESIDUAL_METHODS = ("fader", "beholder")   # methods whose transform returns a "reconstruction" panel
