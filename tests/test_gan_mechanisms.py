@@ -76,3 +76,60 @@ def test_beholder_beauty_drives_brightness_across_z():
     assert rho >= 0.9, rho
     # and the brightness the data ties to each level, not only its order (measured: within 0.05)
     assert (brightness.mean(0) - (asked - 4) / 3.5).abs().max() < 0.15, (brightness.mean(0), (asked - 4) / 3.5)
+
+
+def test_diffaugment_moves_recolours_and_cuts_each_image_on_its_own_and_passes_gradients():
+    """translation shifts the whole image by whole pixels (up to 1/8 of the side) over zeros; cutout zeroes one
+    square of half the side; color changes each image by scalars (every pixel of a channel alike); every
+    image draws its own, and the gradient reaches the input (DiffAugment: G learns through it)."""
+    from facegan.methods.nets import diff_augment
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(16, 3, SIZE, SIZE, generator=g) * 2 - 1).requires_grad_(True)
+    moved = diff_augment(x, ["translation"], g)
+    shifts = set()
+    for i in range(16):
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(moved[i, :, 4:-4, 4:-4], x[i, :, 4 - dy:SIZE - 4 - dy, 4 - dx:SIZE - 4 - dx])]
+        assert len(found) == 1, i
+        shifts.add(found[0])
+        dy, dx = found[0]
+        if dy > 0:
+            assert torch.all(moved[i, :, :dy] == 0)
+    assert len(shifts) > 4
+    cut = diff_augment(x, ["cutout"], g)
+    for i in range(16):
+        zeroed = (cut[i] == 0).all(0)
+        rows, columns = zeroed.any(1).nonzero(), zeroed.any(0).nonzero()
+        assert zeroed.sum() == len(rows) * len(columns) and 0 < len(rows) <= SIZE // 2 >= len(columns) > 0
+        assert torch.equal(cut[i][:, ~zeroed], x[i][:, ~zeroed])
+    grey = x.detach()[:, :1].expand(-1, 3, -1, -1)
+    coloured = diff_augment(grey, ["color"], g)
+    for i in range(16):   # on a grey image saturation does nothing: brightness and contrast are a * x + b
+        a = (coloured[i, 0, 0, 1] - coloured[i, 0, 0, 0]) / (grey[i, 0, 0, 1] - grey[i, 0, 0, 0])
+        b = coloured[i, 0, 0, 0] - a * grey[i, 0, 0, 0]
+        assert torch.allclose(coloured[i], a * grey[i] + b, atol=1e-4) and 0 < a < 1.5
+    assert not torch.allclose(coloured[0] - grey[0], coloured[1] - grey[1])
+    coloured = diff_augment(x, ["color"], g)
+    (moved.sum() + cut.sum() + coloured.sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_diffaugment_reaches_what_d_sees_in_cgan_and_beholder():
+    """With `diffaugment` D's losses on the same batch, from the same weights, differ from those without it
+    (the transforms sit on D's inputs in both steps), and stay finite."""
+    g = torch.Generator().manual_seed(0)
+    x = backgrounds(32, g)
+    for name, labels in (("cgan", torch.randint(0, 2, (32, 1), generator=g).float()),
+                         ("beholder", torch.rand(32, 3, generator=g) * 4 + 1)):
+        own = {"attributes": ["Male"]} if name == "cgan" else {"raters": 3, "encoder_width": 0}
+        losses = {}
+        for policies in ([], ["color", "translation", "cutout"]):
+            torch.manual_seed(0)
+            method = build_method(name, gan_params(name, diffaugment=policies, **own), SIZE)
+            method.prepare(labels)
+            method.start_training({})
+            losses[len(policies)] = method.train_step({"image": x, "attributes": labels}, 0, step_generator(0, 0, 0))
+        assert all(np.isfinite(v) for v in losses[3].values() if not np.isnan(v))
+        key = "loss_d_real" if name == "cgan" else "loss_d_adv"
+        assert losses[0][key] != losses[3][key], name

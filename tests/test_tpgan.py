@@ -424,3 +424,23 @@ def test_mechanism_eight_people_get_their_own_frontal_not_the_mean_face(pretrain
     assert l1 < 0.1 and collapse >= 0.5, (l1, collapse)
     assert collapse_by_group(frontals.mean(0, keepdim=True).expand(8, -1, -1, -1), frontals, np.arange(8),
                              np.zeros(8, int))["0"] == 0
+
+
+def test_prior_shading_relights_the_prior_g_blends(pretrained_root):
+    """prior_shading: the prior is relit, prior (1 + gain) + offset, from the code, before the blend; it starts as
+    the prior itself and a step moves it (its head gets a gradient)."""
+    from facegan.methods.tpgan import relit
+
+    prior = torch.rand(2, 3, 8, 8) * 2 - 1
+    shading = torch.zeros(2, 2, 3, 2, 2)
+    assert torch.equal(relit(prior, shading), prior)
+    shading[0, 0, 1] = 0.5    # the first image's green gain, everywhere
+    shading[1, 1, :, :, 1] = 0.2   # the second's offset on the grid's right column
+    out = relit(prior, shading)
+    assert torch.allclose(out[0, 1], prior[0, 1] * 1.5) and torch.equal(out[0, [0, 2]], prior[0, [0, 2]])
+    assert torch.allclose(out[1, :, :, -1], prior[1, :, :, -1] + 0.2)
+    assert torch.allclose(out[1, :, :, 0], prior[1, :, :, 0])
+    method, batches = tpgan_on_synthetic_pairs(pretrained_root, prior_shading=2)
+    before = method.G.shading.weight.detach().clone()
+    method.train_step(batches.batch(0, "cpu"), 0, step_generator(0, 0, 0))
+    assert not torch.equal(method.G.shading.weight, before)

@@ -279,6 +279,9 @@ class MethodParams:
     batch_size: int = bounded(0, 0, 8192)    # this method's batch per process; 0 = train.common.batch_size
 
 
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")   # DiffAugment's (Zhao et al. 2020)
+
+
 @dataclass(frozen=True)
 class CGANParams(MethodParams):
     attributes: list[str] = listed(["Young", "Blond_Hair", "Male", "Attractive", "Smiling", "Eyeglasses"],
@@ -286,11 +289,12 @@ class CGANParams(MethodParams):
     z_dim: int = bounded(128, 1, 4096)
     g_width: int = bounded(32, 2, 1024)   # G: 8w channels at 4 x 4, halved per doubling
     d_width: int = bounded(16, 2, 1024)   # D: w channels at 32 x 32, doubled per halving
-    lr_g: float = bounded(2e-4, 1e-7, 1.0)
-    lr_d: float = bounded(2e-4, 1e-7, 1.0)
+    lr_g: float = bounded(1e-3, 1e-7, 1.0)
+    lr_d: float = bounded(1e-3, 1e-7, 1.0)
     beta1: float = bounded(0.0, 0.0, 0.999)
     beta2: float = bounded(0.9, 0.0, 0.9999)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
+    diffaugment: list[str] = listed([], DIFFAUGMENT_POLICIES)   # D sees reals and fakes augmented alike (ours)
 
 
 @dataclass(frozen=True)
@@ -299,11 +303,12 @@ class BeholderParams(MethodParams):
     z_dim: int = bounded(128, 1, 4096)
     g_width: int = bounded(32, 2, 1024)
     d_width: int = bounded(16, 2, 1024)
-    lr_g: float = bounded(2e-4, 1e-7, 1.0)
-    lr_d: float = bounded(2e-4, 1e-7, 1.0)
+    lr_g: float = bounded(1e-3, 1e-7, 1.0)
+    lr_d: float = bounded(1e-3, 1e-7, 1.0)
     beta1: float = bounded(0.0, 0.0, 0.999)
     beta2: float = bounded(0.9, 0.0, 0.9999)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
+    diffaugment: list[str] = listed([], DIFFAUGMENT_POLICIES)   # D sees reals and fakes augmented alike (ours)
     lambda_beta: float = bounded(0.5, 0.0)       # weight of MSE(beta_hat, beta) for D (real) and G (fake)
     london_real: bool = True                     # add the rating set's train faces with their real ratings
     encoder_width: int = bounded(16, 0, 1024)    # E: x -> (z, c) learnt on G's samples, inversion's warm start
@@ -390,6 +395,7 @@ class TPGANParams(MethodParams):
     frontal_prior: bool = True                 # G reads, and blends in, the input warped to the frontal template (ours)
     prior_mirror_at: float = bounded(30.0, 1.0, 90.0)   # |yaw| from which the hidden half is the visible half's mirror
     lambda_prior: float = bounded(0.0, 0.0)    # weight of the drawn share mean(1 - m) of the output (ours)
+    prior_shading: int = bounded(0, 0, 16)     # G relights the prior: gain and offset on an n x n grid (ours; 0 off)
     ema_decay: float = bounded(0.0, 0.0, 1.0)   # G used for frontalising: a moving average of the trained G (ours)
 
 

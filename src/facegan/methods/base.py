@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facegan.methods.nets import diff_augment
+
 if TYPE_CHECKING:   # annotations only: a method never imports the loop, the config or the evaluation at run time
     from facegan.config import AlignParams, Params
     from facegan.evaluation import EvalContext
@@ -354,6 +356,11 @@ class GANMethod(GeneratorMethod):
 
     def after_step(self, step):
         self.ema.update(unwrap(self.G), step)
+
+    def seen_by_d(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What D is shown of real or generated images: DiffAugment's transforms when `diffaugment` names any."""
+        policies = self.params.diffaugment
+        return diff_augment(images, policies, generator) if policies else images
 
     def progress_probe(self, root, labels, n):
         """FID of n samples of G_ema (conditions drawn from the training labels, fixed z) against the

@@ -13,6 +13,20 @@ Recipe (a modern take on the conditional DCGAN, Mirza & Osindero 2014):
   (the labels of another real batch), Adam(0, 0.9), one D step per G step.
 - The generator used for sampling is the EMA of G's weights (decay 0.999, warmed up
   as min(0.999, (1 + t) / (10 + t)) so short runs do not average in the initialisation).
+- `diffaugment` (off by default): DiffAugment (Zhao et al. 2020, methods/nets.py) on everything D sees.
+
+Recipes compared (issue 25; 4-minute runs, 2 AVX2 cores, ~300 steps at batch 64, seed 0; FID on
+500 samples against the CelebA test set / attr_acc):
+- Adam 2e-4 for G and D (SNGAN's, the earlier default):            304 / 0.76
+- DiffAugment color, translation, cutout at 2e-4:                  318 / 0.46 (augmenting slows the start;
+  its gain is against D memorising a small set late in training, a regime these budgets never reach)
+- TTUR, D 4e-4 and G 1e-4:                                         329 / 0.55
+- batch 32 (twice the steps):                                      287 / 0.83
+- lr 5e-4 both:                                                    260 / 0.84
+- **lr 1e-3 both (the default)**:                                  205 / 0.80
+- lr 2e-3 both:                                                    250 / 0.66
+In a budget of minutes the step size is the lever: at 1e-3 faces emerge where 2e-4 draws blobs. The
+papers' setting (SNGAN: 2e-4, beta1 0, beta2 0.9) is the one departed from.
 """
 from __future__ import annotations
 
@@ -65,14 +79,14 @@ class CGAN(CelebAAttributeData, GANMethod):
         # ---------------- 1. discriminator: hinge loss on real and generated faces
         with torch.no_grad():
             x_fake = self.G(z, c_fake)
-        loss_d_real = F.relu(1 - self.D(x_real, c_real)).mean()
-        loss_d_fake = F.relu(1 + self.D(x_fake, c_fake)).mean()
+        loss_d_real = F.relu(1 - self.D(self.seen_by_d(x_real, generator), c_real)).mean()
+        loss_d_fake = F.relu(1 + self.D(self.seen_by_d(x_fake, generator), c_fake)).mean()
         opt["D"].zero_grad(set_to_none=True)
         (loss_d_real + loss_d_fake).backward()
         opt["D"].step()
 
         # ---------------- 2. generator: fool D for the requested attributes
-        loss_g = -self.D(self.G(z, c_fake), c_fake).mean()
+        loss_g = -self.D(self.seen_by_d(self.G(z, c_fake), generator), c_fake).mean()
         opt["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["G"].step()
