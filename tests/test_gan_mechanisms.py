@@ -80,8 +80,8 @@ def test_beholder_beauty_drives_brightness_across_z():
 
 def test_diffaugment_moves_recolours_and_cuts_each_image_on_its_own_and_passes_gradients():
     """translation shifts the whole image by whole pixels (up to 1/8 of the side) over zeros; cutout zeroes one
-    square of half the side; color changes each image by scalars (every pixel of a channel alike); every
-    image draws its own, and the gradient reaches the input (DiffAugment: G learns through it)."""
+    square of at most half the side and leaves the rest; color maps a grey image to a x + b, a and b the image's
+    own; every image draws its own, and the gradient reaches the input (DiffAugment: G learns through it)."""
     from facegan.methods.nets import diff_augment
 
     g = torch.Generator().manual_seed(0)

@@ -353,7 +353,7 @@ class TwoPathwayGenerator(nn.Module):
                                                                           self.shading_grid))
         if prior is not None:   # image = m prior + (1 - m) drawn
             mask = torch.sigmoid(self.prior_mask(torch.cat([fused, prior.to(fused.dtype)], 1)).float())
-            out = {"drawn": image, "prior_mask": mask, "prior": prior}
+            out = {"drawn": image, "prior_mask": mask}
             image = mask * prior.float() + (1 - mask) * image.float()
         out |= {"image": image, "image2": image2, "image4": image4, **{f"patch_{k}": v for k, v in patches.items()}}
         out["identity_logits"] = self.identity_head(code)
