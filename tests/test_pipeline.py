@@ -27,7 +27,7 @@ TINY = {
     "train.cgan.g_width": 4, "train.cgan.d_width": 4, "eval.n_samples": 24, "eval.kid_subsets": 5,
     "ingest.london.max_images": 40, "beauty.raters": 5, "beauty.folds": 5,
     "train.beholder.raters": 5, "train.beholder.g_width": 4, "train.beholder.d_width": 4,
-    "train.beholder.z_dim": 16, "evaluate.beholder.inversion": {"steps": 2, "starts": 2, "lr": 0.05, "alpha": 0.5},
+    "train.beholder.z_dim": 16, "train.beholder.batch_size": 8, "evaluate.beholder.inversion": {"steps": 2, "starts": 2, "lr": 0.05, "alpha": 0.5},
     "evaluate.beholder.levels": 3, "evaluate.beholder.strips": 4, "evaluate.beholder.beautify_faces": 4,
     "train.fader.width": 4, "train.fader.max_width": 16, "train.fader.lambda_warmup": 1,
     "train.fader.lambda_steps": 1, "evaluate.fader.identity_faces": 8,
