@@ -135,7 +135,7 @@ def test_strip_levels_are_real_beta_vectors_of_rising_beauty():
     # delta counts each rater's standard deviations
     z = torch.randn(2, TINY_METHODS["beholder"]["z_dim"])
     beta = levels[:2]
-    assert torch.allclose(method.regenerate(z, beta, 1.0), method.generate(beta + method.beta_std, z))
+    assert torch.allclose(method.regenerate({"z": z, "beta": beta}, 1.0), method.generate(beta + method.beta_std, z))
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +150,32 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
     method = trainer.method.eval()
     photo = to_tensor(london_face[None])
     generator = torch.Generator().manual_seed(0)
-    short = method.invert(photo, facenet, generator, InversionParams(steps=1, starts=2))
-    longer = method.invert(photo, facenet, torch.Generator().manual_seed(0), InversionParams(steps=15, starts=2))
+    short = method.invert(photo, facenet, generator, InversionParams(steps=1, starts=2, tune_steps=0))
+    longer = method.invert(photo, facenet, torch.Generator().manual_seed(0),
+                           InversionParams(steps=15, starts=2, tune_steps=0))
     assert longer["loss"].item() < short["loss"].item()
     assert longer["beta"].shape == (1, TINY_METHODS["beholder"]["raters"])
-    higher = method.regenerate(longer["z"], longer["beta"], 1.0)
+    higher = method.regenerate(longer, 1.0)
     assert higher.shape == (1, 3, 64, 64) and not torch.allclose(higher, method.generate(longer["beta"],
                                                                                             longer["z"]))
+
+
+def test_pivotal_tuning_draws_the_photo_closer_and_beta_still_acts(tmp_path, london_face, facenet):
+    """PTI: the tuned G reconstructs the photo better than G at the same pivot (z, c), photo by photo
+    (each through its own weights: two photos, two tunings), and raising beta still changes the output."""
+    trainer = train(tmp_path, 2, method="beholder")
+    method = trainer.method.eval()
+    photos = torch.cat([to_tensor(london_face[None]), to_tensor(london_face[None]).flip(3)])
+    plain = method.invert(photos, facenet, torch.Generator().manual_seed(0), InversionParams(steps=3, tune_steps=0))
+    tuned = method.invert(photos, facenet, torch.Generator().manual_seed(0),
+                          InversionParams(steps=3, tune_steps=30, tune_lr=1e-3))
+    assert torch.equal(plain["z"], tuned["z"]) and plain["tuned"] is None
+    error = {name: (method.regenerate(r, 0.0) - photos).pow(2).mean((1, 2, 3)) for name, r in
+             (("plain", plain), ("tuned", tuned))}
+    assert (error["tuned"] < 0.7 * error["plain"]).all()
+    assert set(tuned["tuned"]) == set(method.tunable()) and not any(".norm." in k for k in tuned["tuned"])
+    assert not torch.allclose(tuned["tuned"]["out.weight"][0], tuned["tuned"]["out.weight"][1])
+    assert (method.regenerate(tuned, 1.0) - method.regenerate(tuned, 0.0)).abs().mean() > 1e-3
 
 
 def test_encoder_starts_the_inversion_nearer_than_a_random_start():
@@ -214,9 +233,12 @@ def test_beautify_a_photo(beholder_project, london_photo, monkeypatch, capsys):
     monkeypatch.chdir(beholder_project)
     out = beholder_project / "out" / "beautified.png"
     assert cli.main(["beautify", str(london_photo), "--delta", "1.0", "--out", str(out), "--steps", "3",
-                     "--starts", "2"]) == 0
+                     "--starts", "2", "--tune-steps", "5"]) == 0
     assert out.exists() and (out.parent / "beautified_compare.png").exists()
     assert "predicted beauty" in capsys.readouterr().out
+    assert cli.main(["beautify", str(london_photo), "--out", str(out), "--tune-steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--tune-steps -1: expected 0" in err and "Traceback" not in err
 
 
 def test_generate_beauty_strips(beholder_project, monkeypatch, capsys):

@@ -133,3 +133,28 @@ def test_diffaugment_reaches_what_d_sees_in_cgan_and_beholder():
         assert all(np.isfinite(v) for v in losses[3].values() if not np.isnan(v))
         key = "loss_d_real" if name == "cgan" else "loss_d_adv"
         assert losses[0][key] != losses[3][key], name
+
+
+def test_cgan_auxiliary_classifier_learns_real_labels_only_when_weighted():
+    """lambda_cls > 0: D's attribute head moves and its BCE on the planted corner's class falls within 60
+    steps; lambda_cls = 0: the head gets no gradient (its weights stay as initialised), so the default
+    trains the projection discriminator alone."""
+    g = torch.Generator().manual_seed(0)
+    x, y = backgrounds(512, g), torch.randint(0, 2, (512, 1), generator=g).float()
+    x[:, :, :8, :8] = torch.where(y[:, :, None, None] > 0, 0.9, -0.9)
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        method = build_method("cgan", gan_params("cgan", attributes=["Male"], lambda_cls=weight), SIZE)
+        start = method.D.classifier.parametrizations.weight.original.detach().clone()
+        losses = []
+        method.prepare(y)
+        method.start_training({})
+        for step in range(60):
+            chosen = torch.randint(len(x), (32,), generator=torch.Generator().manual_seed(step))
+            losses.append(method.train_step({"image": x[chosen], "attributes": y[chosen]}, step,
+                                            step_generator(0, step, 0))["loss_cls_real"])
+        moved = not torch.equal(start, method.D.classifier.parametrizations.weight.original)
+        if weight == 0:
+            assert not moved
+        else:
+            assert moved and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses

@@ -272,7 +272,7 @@ def paste_into_photo(path: Path, target: Path, done: list, changes: bool = False
 
 def inversion_settings(args):
     """Beautification's inversion: evaluate.beholder.inversion of params.yaml (defaults without one),
-    with --steps / --starts where given."""
+    with --steps / --starts / --tune-steps where given."""
     import dataclasses
 
     from facegan.config import InversionParams
@@ -282,6 +282,10 @@ def inversion_settings(args):
     except ConfigError:
         inversion = InversionParams()
     chosen = {k: v for k, v in (("steps", args.steps), ("starts", args.starts)) if v}
+    if args.tune_steps is not None:
+        if args.tune_steps < 0:
+            raise UserError(f"--tune-steps {args.tune_steps}: expected 0 (none, the paper) or more")
+        chosen["tune_steps"] = args.tune_steps
     return dataclasses.replace(inversion, **chosen, **({"init": "random"} if args.random_init else {}))
 
 
@@ -539,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="starts per photo, the first E(photo) (default: evaluate.beholder.inversion)")
     beautify.add_argument("--random-init", action="store_true",
                           help="every start random, as in the paper (give --starts 4 --steps 100)")
+    beautify.add_argument("--tune-steps", type=int, default=None,
+                          help="pivotal-tuning steps of G per photo after the search (default: "
+                               "evaluate.beholder.inversion; 0: regenerate from G itself, the paper)")
     beautify.add_argument("--seed", type=int, default=0)
     add_residual(beautify)
     edit = photo_command(sub, "edit", "Fader Networks: slide attributes of faces in photos",

@@ -295,6 +295,7 @@ class CGANParams(MethodParams):
     beta2: float = bounded(0.9, 0.0, 0.9999)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     diffaugment: list[str] = listed([], DIFFAUGMENT_POLICIES)   # D sees reals and fakes augmented alike (ours)
+    lambda_cls: float = bounded(3.0, 0.0)   # AC-GAN term: D's attribute head on reals, G's fakes against c' (ours)
 
 
 @dataclass(frozen=True)
@@ -467,6 +468,8 @@ class InversionParams:
     lr: float = bounded(0.05, 1e-6, 10.0)
     alpha: float = bounded(0.5, 0.0, 1.0)        # alpha * pixel L2 + (1 - alpha) * FaceNet feature loss
     init: Literal["encoder", "random"] = "encoder"   # the first start: E(x) (the model's encoder) or random
+    tune_steps: int = bounded(100, 0, 100_000)   # pivotal tuning (Roich et al. 2021): then G's weights per photo
+    tune_lr: float = bounded(1e-3, 1e-7, 1.0)    # Adam's step for the tuned weights (PTI's 3e-4; beholder.py)
 
 
 @dataclass(frozen=True)

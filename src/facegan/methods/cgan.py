@@ -14,6 +14,15 @@ Recipe (a modern take on the conditional DCGAN, Mirza & Osindero 2014):
 - The generator used for sampling is the EMA of G's weights (decay 0.999, warmed up
   as min(0.999, (1 + t) / (10 + t)) so short runs do not average in the initialisation).
 - `diffaugment` (off by default): DiffAugment (Zhao et al. 2020, methods/nets.py) on everything D sees.
+- `lambda_cls` (ours, after AC-GAN, Odena et al. 2017): D's auxiliary head classifies the attributes,
+  trained on real faces' labels (BCE, weight lambda_cls), and G pays the same BCE of its fakes against
+  the requested c' (the projection term alone lets G under-draw an attribute D reads weakly). The head
+  learns from CelebA's labels only, never from the evaluation's attribute judge. lambda_cls = 3 by default;
+  at the default 9.5 minutes on 2 AVX512-bf16 cores, seed 0, FID / attr_acc (Young, Attractive, Eyeglasses):
+  0 (projection alone; the 58cfa8b fresh-clone run, 1,523 steps) 64 / 0.868 (0.74, 0.82, 0.93);
+  1 (1,481 steps) 64 / 0.879 (0.79, 0.79, 0.94); **3 (1,379 steps) 75 / 0.907** (0.78, 0.83, 0.98).
+  The grids at 3: glasses drawn as glasses (at 0 a dark smear), blond and male on every z; the faces a
+  little more distorted, hence the FID. One run each: attr_acc's noise between seeds is ~0.01.
 
 Recipes compared (issue 25; 4-minute runs, 2 AVX2 cores, ~300 steps at batch 64, seed 0; FID on
 500 samples against the CelebA test set / attr_acc):
@@ -44,20 +53,24 @@ from facegan.methods.nets import Generator, down_trunk, sn_linear
 
 
 class Discriminator(nn.Module):
+    """Projection discriminator; `classify` also returns the auxiliary head's attribute logits (AC-GAN)."""
+
     def __init__(self, n_attr: int, width: int, size: int = 64):
         super().__init__()
         self.blocks, channels = down_trunk(width, size)
         self.linear = sn_linear(channels, 1)
         self.embed = sn_linear(n_attr, channels, bias=False)
+        self.classifier = sn_linear(channels, n_attr)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, classify: bool = False):
         h = self.blocks(x).sum((2, 3))
-        return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(1)
+        score = self.linear(h).squeeze(1) + (self.embed(c) * h).sum(1)
+        return (score, self.classifier(h)) if classify else score
 
 
 class CGAN(CelebAAttributeData, GANMethod):
     name = "cgan"
-    losses = ("loss_d_real", "loss_d_fake", "loss_g")
+    losses = ("loss_d_real", "loss_d_fake", "loss_g", "loss_cls_real", "loss_cls_fake")
     headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
                 Metric("attr_acc", "higher", "attribute acc.", note="attr_acc: the judge sees each requested attribute"))
 
@@ -80,21 +93,28 @@ class CGAN(CelebAAttributeData, GANMethod):
         z = torch.randn(n, self.params.z_dim, generator=generator).to(device)
         opt = self.optimizers
 
-        # ---------------- 1. discriminator: hinge loss on real and generated faces
+        lambda_cls = self.params.lambda_cls
+
+        # ---------------- 1. discriminator: hinge loss on real and generated faces (+ its classifier on reals)
         with torch.no_grad():
             x_fake = self.G(z, c_fake)
-        loss_d_real = F.relu(1 - self.D(self.seen_by_d(x_real, generator), c_real)).mean()
+        score_real, logits_real = self.D(self.seen_by_d(x_real, generator), c_real, classify=True)
+        loss_d_real = F.relu(1 - score_real).mean()
         loss_d_fake = F.relu(1 + self.D(self.seen_by_d(x_fake, generator), c_fake)).mean()
+        loss_cls_real = F.binary_cross_entropy_with_logits(logits_real.float(), (c_real > 0).float())
         opt["D"].zero_grad(set_to_none=True)
-        (loss_d_real + loss_d_fake).backward()
+        (loss_d_real + loss_d_fake + lambda_cls * loss_cls_real).backward()
         opt["D"].step()
 
-        # ---------------- 2. generator: fool D for the requested attributes
-        loss_g = -self.D(self.seen_by_d(self.G(z, c_fake), generator), c_fake).mean()
+        # ---------------- 2. generator: fool D for the requested attributes (and its classifier)
+        score_fake, logits_fake = self.D(self.seen_by_d(self.G(z, c_fake), generator), c_fake, classify=True)
+        loss_g = -score_fake.mean()
+        loss_cls_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), (c_fake > 0).float())
         opt["G"].zero_grad(set_to_none=True)
-        loss_g.backward()
+        (loss_g + lambda_cls * loss_cls_fake).backward()
         opt["G"].step()
-        return {"loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(), "loss_g": loss_g.item()}
+        return {"loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(), "loss_g": loss_g.item(),
+                "loss_cls_real": loss_cls_real.item(), "loss_cls_fake": loss_cls_fake.item()}
 
     @torch.no_grad()
     def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
