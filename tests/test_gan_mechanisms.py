@@ -137,8 +137,8 @@ def test_diffaugment_reaches_what_d_sees_in_cgan_and_beholder():
 
 def test_cgan_auxiliary_classifier_learns_real_labels_only_when_weighted():
     """lambda_cls > 0: D's attribute head moves and its BCE on the planted corner's class falls within 60
-    steps; lambda_cls = 0: the head gets no gradient (its weights stay as initialised), so the default
-    trains the projection discriminator alone."""
+    steps; lambda_cls = 0: the head gets no gradient (its weights stay as initialised), so 0 trains the
+    projection discriminator alone."""
     g = torch.Generator().manual_seed(0)
     x, y = backgrounds(512, g), torch.randint(0, 2, (512, 1), generator=g).float()
     x[:, :, :8, :8] = torch.where(y[:, :, None, None] > 0, 0.9, -0.9)

@@ -353,7 +353,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         """Pivotal tuning (Roich et al. 2021, PTI): with the recovered (z, c) fixed as the pivot, Adam moves a
         copy of G's weights per photo for `tune_steps` on the pixel MSE ||x - G_x(z, c)||^2, so that G_x draws
         this person; beautification is then G_x(z, c + delta). PTI's loss is L2 + LPIPS with a locality
-        term; LPIPS's weights are not obtainable offline, and the conditional norms stay G's (tunable)."""
+        term; LPIPS's weights are not obtainable offline. The conditional norms' maps stay G's (`tunable`)."""
         names = self.tunable()
         weights = dict(self.G_ema.named_parameters())
         tuned = {k: weights[k].detach().float().expand(len(photos), *weights[k].shape).clone().requires_grad_()
