@@ -13,6 +13,7 @@ from facegan.beauty.predictors import (RaterEnsemble, RidgeBasis, Standardiser, 
 from facegan.config import AlignParams, InversionParams
 from facegan.data.datasets import to_tensor
 from facegan.data.quality import DataError
+from facegan.methods.base import RequestError
 from facegan.metrics.beauty import beauty_control, strip_identity
 from conftest import TINY_METHODS, tiny_params, train
 
@@ -160,22 +161,32 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
                                                                                             longer["z"]))
 
 
-def test_pivotal_tuning_draws_the_photo_closer_and_beta_still_acts(tmp_path, london_face, facenet):
+@pytest.mark.parametrize("tune_from", ["fc", "blocks.0"])
+def test_pivotal_tuning_draws_the_photo_closer_and_beta_still_acts(tmp_path, london_face, facenet, tune_from):
     """PTI: the tuned G reconstructs the photo better than G at the same pivot (z, c), photo by photo
-    (each through its own weights: two photos, two tunings), and raising beta still changes the output."""
+    (each through its own weights: two photos, two tunings), and raising beta still changes the output;
+    from blocks.0 on (the default), fc stays G's and runs once for both copies."""
     trainer = train(tmp_path, 2, method="beholder")
     method = trainer.method.eval()
     photos = torch.cat([to_tensor(london_face[None]), to_tensor(london_face[None]).flip(3)])
     plain = method.invert(photos, facenet, torch.Generator().manual_seed(0), InversionParams(steps=3, tune_steps=0))
     tuned = method.invert(photos, facenet, torch.Generator().manual_seed(0),
-                          InversionParams(steps=3, tune_steps=30, tune_lr=1e-3))
+                          InversionParams(steps=3, tune_steps=30, tune_lr=1e-3, tune_from=tune_from))
     assert torch.equal(plain["z"], tuned["z"]) and plain["tuned"] is None
     error = {name: (method.regenerate(r, 0.0) - photos).pow(2).mean((1, 2, 3)) for name, r in
              (("plain", plain), ("tuned", tuned))}
     assert (error["tuned"] < 0.7 * error["plain"]).all()
-    assert set(tuned["tuned"]) == set(method.tunable()) and not any(".norm." in k for k in tuned["tuned"])
+    assert set(tuned["tuned"]) == set(method.tunable(tune_from)) and not any(".norm." in k for k in tuned["tuned"])
+    assert ("fc.weight" in tuned["tuned"]) == (tune_from == "fc") and "blocks.1.conv.weight" in tuned["tuned"]
     assert not torch.allclose(tuned["tuned"]["out.weight"][0], tuned["tuned"]["out.weight"][1])
     assert (method.regenerate(tuned, 1.0) - method.regenerate(tuned, 0.0)).abs().mean() > 1e-3
+
+
+def test_pivotal_tuning_names_its_layers_on_a_bad_tune_from(tmp_path):
+    method = train(tmp_path, 1, method="beholder").method
+    with pytest.raises(RequestError, match="tune_from 'blocks.9'.*fc, blocks.0"):
+        method.tunable("blocks.9")
+    assert method.tunable("out") == ["out_norm.weight", "out_norm.bias", "out.weight", "out.bias"]
 
 
 def test_encoder_starts_the_inversion_nearer_than_a_random_start():

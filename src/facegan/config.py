@@ -470,6 +470,8 @@ class InversionParams:
     init: Literal["encoder", "random"] = "encoder"   # the first start: E(x) (the model's encoder) or random
     tune_steps: int = bounded(100, 0, 100_000)   # pivotal tuning (Roich et al. 2021): then G's weights per photo
     tune_lr: float = bounded(1e-3, 1e-7, 1.0)    # Adam's step for the tuned weights (PTI's 3e-4; beholder.py)
+    tune_from: str = "blocks.0"                   # the first of G's layers tuned (fc, blocks.0, ..., out); the
+                                                  #   earlier run once for every copy (PTI: all of G; beholder.py)
 
 
 @dataclass(frozen=True)

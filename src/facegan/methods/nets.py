@@ -131,8 +131,11 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         condition = torch.cat([z, c], 1)
-        x = self.fc(condition).view(len(z), self.start, 4, 4)
-        for block in self.blocks:
+        return self.decode(self.fc(condition).view(len(z), self.start, 4, 4), condition)
+
+    def decode(self, x: torch.Tensor, condition: torch.Tensor, first_block: int = 0) -> torch.Tensor:
+        """The image from the activation x entering up-block `first_block` (len(blocks): the output layer)."""
+        for block in self.blocks[first_block:]:
             x = block(x, condition)
         return torch.tanh(self.out(F.relu(self.out_norm(x))))
 
