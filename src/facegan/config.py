@@ -315,6 +315,9 @@ class BeholderParams(MethodParams):
     encoder_width: int = bounded(16, 0, 1024)    # E: x -> (z, c) learnt on G's samples, inversion's warm start
                                                  #   (ours, for speed); 0 = none (the paper's random starts)
     lr_e: float = bounded(1e-3, 1e-7, 1.0)
+    lambda_identity: float = bounded(0.0, 0.0)   # G keeps FaceNet's person along beta (ours; beholder.py); 0 = off
+    identity_samples: int = bounded(8, 1, 4096)  # fakes per step the identity term raises and compares
+    identity_every: int = bounded(4, 1, 1_000_000)   # the identity term's steps (FaceNet costs ~1.5 plain steps)
 
 
 @dataclass(frozen=True)
