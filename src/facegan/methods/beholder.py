@@ -410,11 +410,8 @@ class BeholderGAN(GANMethod, TransformMethod):
             return -1, None
         G = self.G_ema.eval()
         first = min((int(name.split(".")[1]) for name in tuned if name.startswith("blocks.")), default=len(G.blocks))
-        cond = torch.cat([z, condition], 1)
         with torch.no_grad():
-            x = G.fc(cond).view(len(z), G.start, 4, 4)
-            for block in G.blocks[:first]:
-                x = block(x, cond)
+            x, _ = G.head(z, condition, first)
         return first, x.float()
 
     def tuned_forward(self, tuned: dict[str, torch.Tensor], z: torch.Tensor, condition: torch.Tensor,

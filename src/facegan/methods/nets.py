@@ -130,8 +130,15 @@ class Generator(nn.Module):
         self.out = nn.Conv2d(channels[blocks], 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.head(z, c))
+
+    def head(self, z: torch.Tensor, c: torch.Tensor, blocks: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, [z, c]): the activation entering up-block `blocks` (0: fc's 4 x 4 map) and the condition."""
         condition = torch.cat([z, c], 1)
-        return self.decode(self.fc(condition).view(len(z), self.start, 4, 4), condition)
+        x = self.fc(condition).view(len(z), self.start, 4, 4)
+        for block in self.blocks[:blocks]:
+            x = block(x, condition)
+        return x, condition
 
     def decode(self, x: torch.Tensor, condition: torch.Tensor, first_block: int = 0) -> torch.Tensor:
         """The image from the activation x entering up-block `first_block` (len(blocks): the output layer)."""
