@@ -295,7 +295,7 @@ class CGANParams(MethodParams):
     beta2: float = bounded(0.9, 0.0, 0.9999)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     diffaugment: list[str] = listed([], DIFFAUGMENT_POLICIES)   # D sees reals and fakes augmented alike (ours)
-    lambda_cls: float = bounded(3.0, 0.0)   # AC-GAN term: D's attribute head on reals, G's fakes against c' (ours)
+    lambda_cls: float = bounded(5.0, 0.0)   # AC-GAN term: D's attribute head on reals, G's fakes against c' (ours)
 
 
 @dataclass(frozen=True)
@@ -495,6 +495,7 @@ class FaderEval:
         default_factory=lambda: {"Male": 2.0, "Eyeglasses": 2.0, "Young": 10.0},
         metadata={"choices": tuple(CELEBA_ATTRIBUTES), "min": 1.0, "max": 100.0})
     probe_faces: int = bounded(4000, 10, 1_000_000)   # training faces the fresh linear probe on E(x) learns from
+    curve_faces: int = bounded(500, 2, 1_000_000)   # test faces of the present-rate curve over alpha (alpha_curve.csv)
     reconstruction_fid: bool = False   # also FID/KID of the reconstructions (a second Inception pass, ~30 s)
 
 

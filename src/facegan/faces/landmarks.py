@@ -135,9 +135,26 @@ class Landmarker:
 _pool_landmarker: Landmarker | None = None
 
 
+_pools: dict = {}   # (workers, detect_side) -> a process pool kept for the process's life (see detect_many)
+
+
 def _init_pool_landmarker(detect_side: int) -> None:
     global _pool_landmarker
-    _pool_landmarker = Landmarker(detect_side=detect_side)
+    if _pool_landmarker is None or _pool_landmarker.detect_side != detect_side:
+        _pool_landmarker = Landmarker(detect_side=detect_side)
+
+
+def _pool(workers: int, detect_side: int):
+    """The pool for these settings, started on first use and reused: an evaluation calls detect_many several
+    times (TP-GAN's nine), and each new `spawn` pool costs ~2 s of start-up (imports, dlib's models)."""
+    import atexit
+    import multiprocessing
+
+    key = (workers, detect_side)
+    if key not in _pools:
+        _pools[key] = multiprocessing.get_context("spawn").Pool(workers, _init_pool_landmarker, (detect_side,))
+        atexit.register(_pools[key].terminate)
+    return _pools[key]
 
 
 def _detect_job(job) -> tuple[np.ndarray | None, str]:
@@ -153,16 +170,14 @@ def _detect_job(job) -> tuple[np.ndarray | None, str]:
 def detect_many(sources: list, detectors, detect_side: int, workers: int) -> tuple[np.ndarray, list[str]]:
     """(N, 68, 2) dlib landmarks of image files or (H, W, 3) uint8 arrays, NaN where no detector
     found a face, and the detector that found each ('' for none). The pool is started with
-    `spawn`: a forked child of a process whose dlib CNN detector was already in use can hang."""
-    import multiprocessing
-
+    `spawn` (a forked child of a process whose dlib CNN detector was already in use can hang) and kept."""
     jobs = [(s if isinstance(s, np.ndarray) else str(s), tuple(detectors)) for s in sources]
     if workers <= 1 or len(jobs) < 2:
         _init_pool_landmarker(detect_side)
         results = [_detect_job(job) for job in jobs]
     else:
-        with multiprocessing.get_context("spawn").Pool(workers, _init_pool_landmarker, (detect_side,)) as pool:
-            results = pool.map(_detect_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+        results = _pool(workers, detect_side).map(_detect_job, jobs,
+                                                   chunksize=max(1, min(16, len(jobs) // (4 * workers))))
     landmarks = np.full((len(jobs), 68, 2), np.nan, dtype=np.float32)
     for i, (points, _) in enumerate(results):
         if points is not None:

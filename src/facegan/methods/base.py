@@ -251,6 +251,13 @@ class Method(nn.Module, ABC):
             net = net.to(memory_format=torch.channels_last)
         object.__setattr__(self, attribute, net)
 
+    def attach_facenet(self, root, device) -> None:
+        """FaceNet (models/pretrained, stage convert_facenet) as the fixed network `self.f`, once."""
+        if getattr(self, "f", None) is None:
+            from facegan.pretrained.facenet import load_converted
+
+            self.attach_fixed("f", load_converted(root, device))
+
     def prepare(self, labels: torch.Tensor | None) -> None:
         """Called once with the whole training label set before training starts (or
         resumes): for statistics of the conditions that must travel with the weights."""

@@ -135,8 +135,7 @@ QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weight
 SELECTION_SHARE = 0.2
 IDENTITY_SHIFT = 2.0  # the identity term raises beta by up to this many sd (beautification's largest delta)
 INVERT_BOX = 3.0  # recovered standardised beta is clamped to [-3, 3]: where G has seen training data
-BEAUTIFY_DELTAS = (0.5, 1.0, 2.0)
-EDIT_RANGE = 2.0  # pivotal tuning's edit term draws beta + U(0, EDIT_RANGE) sd: the deltas beautification uses   # beautification's table and figure: rise and identity per delta (sd)
+BEAUTIFY_DELTAS = (0.5, 1.0, 2.0)   # beautification's table and figure: rise and identity per delta (sd)
 
 
 class BeautyDiscriminator(nn.Module):
@@ -284,7 +283,8 @@ class BeholderGAN(GANMethod, TransformMethod):
         direction of beauty in G carries the raters' taste for one sex (London's crowd rates its women 0.7
         points above its men), and beautification at +1 sd turns men into women. FaceNet's passes cost more
         than the rest of a step (img/s 120 -> 45 at 8 samples), so the term runs every `identity_every` steps."""
-        if not self.params.lambda_identity or step % self.params.identity_every:
+        # (step + 1): the steps whose losses are logged (every log_every-th) are among those it runs on
+        if not self.params.lambda_identity or (step + 1) % self.params.identity_every:
             return torch.zeros((), device=x_g.device)
         if self.f is None:
             raise RuntimeError("beholder's identity term needs FaceNet: call setup(root, device) first")
@@ -467,10 +467,8 @@ class BeholderGAN(GANMethod, TransformMethod):
 
     def setup(self, root, device) -> None:
         self.root = root
-        if self.params.lambda_identity and self.f is None:
-            from facegan.pretrained.facenet import load_converted
-
-            self.attach_fixed("f", load_converted(root, device))
+        if self.params.lambda_identity:
+            self.attach_facenet(root, device)
 
     def judge(self):
         """The per-rater ensemble (models/beauty) with FaceNet: beautification inverts through FaceNet

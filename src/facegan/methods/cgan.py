@@ -17,13 +17,15 @@ Recipe (a modern take on the conditional DCGAN, Mirza & Osindero 2014):
 - `lambda_cls` (ours, after AC-GAN, Odena et al. 2017): D's auxiliary head classifies the attributes,
   trained on real faces' labels (BCE, weight lambda_cls), and G pays the same BCE of its fakes against
   the requested c' (the projection term alone lets G under-draw an attribute D reads weakly). The head
-  learns from CelebA's labels only, never from the evaluation's attribute judge. lambda_cls = 3 by default;
+  learns from CelebA's labels only, never from the evaluation's attribute judge. lambda_cls = 5 by default;
   at the default 9.5 minutes on 2 AVX512-bf16 cores, seed 0, FID / attr_acc (Young, Attractive, Eyeglasses):
   0 (projection alone; the 58cfa8b fresh-clone run, 1,523 steps) 64 / 0.868 (0.74, 0.82, 0.93);
-  1 (1,481 steps) 64 / 0.879 (0.79, 0.79, 0.94); **3 (1,379 steps) 75 / 0.907** (0.78, 0.83, 0.98).
-  The grids at 3: glasses drawn as glasses (at 0 a dark smear), blond and male on every z; the faces a
-  little more distorted, hence the FID. One run each (attr_acc's binomial standard error over 500 x 6
-  judgements is ~0.006; the spread between seeds was not measured).
+  1 (1,481 steps) 64 / 0.879 (0.79, 0.79, 0.94); 3 (1,379 steps) 75 / 0.907 (0.78, 0.83, 0.98), and in the
+  260e606 fresh-clone run (1,340 steps) 78 / 0.893 (0.73, 0.84, 0.97): 3 straddles issue 25's 0.9;
+  **5 (1,340 steps, as that run)** 98 / 0.925 (0.85, 0.86, 0.97). The grids at 3 and 5: glasses drawn as
+  glasses (at 0 a dark smear), blond and male on every z; the faces more distorted as the weight grows,
+  hence the FID. One run each (attr_acc's binomial standard error over 500 x 6 judgements is ~0.006, FID's
+  bootstrap ~0.5-3; the spread between seeds was not measured).
 
 Recipes compared (issue 25; 4-minute runs, 2 AVX2 cores, ~300 steps at batch 64, seed 0; FID on
 500 samples against the CelebA test set / attr_acc):

@@ -88,6 +88,12 @@ every held-out image while a fresh probe reads y at 0.97-1.0 (either
 adversary, lambda_E 0.05 or 1, 3 or 10 discriminator steps); lambda_mmd 10
 clears it (linear probe 0.55, MLP 0.57-0.61 over three seeds). (The earlier
 recipe, four attributes with a 300-step warm-up: swap 0.55 at 1 - y, PSNR 18.4.)
+Tried for identity, not kept: an identity term on the reconstruction, ||f(Dec(E(x), y)) - f(x)||^2 with f
+FaceNet's unit embedding, 8 faces every 2nd step at weight 0.1 (6-minute runs on 2 AVX512-bf16 cores;
+FaceNet's passes halve the step rate, 659-796 steps): PSNR 16.9 / 17.0, identity of reconstructions 0.62 /
+0.57 and of swaps at the slider values 0.46 / 0.46, read sharp / shifted by up to 2 px and blurred (as DTN's
+L_CONST) - against the 260e606 default's 18.8, 0.62 and 0.50 at 1,880 steps. The grids show why: the
+decoder answers FaceNet's gradient with a checkerboard over the face, sharp or shifted alike.
 
 Departures from the paper: 64 x 64 faces (the pipeline's aligned crops), so 5
 encoder blocks instead of 7; lambda_e = 0.05 reached after 300 steps
@@ -413,9 +419,10 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
         out[:, attribute] = 1 - out[:, attribute]
         return out
 
-    def alpha_curve(self, decoded, judge, y: torch.Tensor, labels: np.ndarray):
-        """Per attribute and alpha in ALPHA_CURVE: the judge's present-rate over test faces without
-        (had 0) and with (had 1) the attribute, when the slider is set to alpha and the rest kept."""
+    def alpha_curve(self, latents: torch.Tensor, judge, y: torch.Tensor, labels: np.ndarray, batch: int):
+        """Per attribute and alpha in ALPHA_CURVE: the judge's present-rate over the given test faces without
+        (had 0) and with (had 1) the attribute, when the slider is set to alpha and the rest kept, with its
+        binomial standard error (a figure, drawn on a subset of the test faces: `curve_faces`)."""
         import pandas as pd
 
         rows = []
@@ -424,12 +431,16 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             for alpha in ALPHA_CURVE:
                 wanted = y.clone()
                 wanted[:, k] = float(alpha)
-                present = judge.predict(decoded(wanted))[:, column] >= 0.5
+                decoded = torch.cat([self.decode(latents[i:i + batch], wanted[i:i + batch]).float().cpu()
+                                     for i in range(0, len(latents), batch)])
+                present = judge.predict(decoded)[:, column] >= 0.5
                 for had in (0, 1):
                     chosen = labels[:, k] == had
                     if chosen.any():
-                        rows.append({"attribute": name, "alpha": float(alpha), "had": had,
-                                     "present_rate": float(present[chosen].mean()), "faces": int(chosen.sum())})
+                        rate = float(present[chosen].mean())
+                        rows.append({"attribute": name, "alpha": float(alpha), "had": had, "present_rate": rate,
+                                     "present_rate_se": float(np.sqrt(rate * (1 - rate) / chosen.sum())),
+                                     "faces": int(chosen.sum())})
         return pd.DataFrame(rows)
 
     def latent_probe(self, context, test_latents: torch.Tensor, test_labels: np.ndarray) -> dict:
@@ -546,7 +557,8 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             result[f"swap_acc_recommended_residual_{name}"] = float((seen == 1 - labels[:, k]).mean())
         result["swap_acc_recommended"] = float(np.mean([result[f"swap_acc_recommended_{n}"]
                                                         for n in self.attributes]))
-        curve = self.alpha_curve(decoded, judge, y, labels)
+        on_curve = np.random.default_rng(settings.seed).permutation(len(photos))[:context.own.curve_faces]
+        curve = self.alpha_curve(latents[on_curve], judge, y[on_curve], labels[on_curve], batch)
         context.report_dir.mkdir(parents=True, exist_ok=True)
         curve.to_csv(context.report_dir / "alpha_curve.csv", index=False)
         plot_alpha_curve(curve, context.report_dir / "alpha_curve.png")
@@ -608,7 +620,7 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
 
 def plot_alpha_curve(curve, path) -> None:
     """The judge's present-rate of each attribute against the slider value, for faces without (dashed)
-    and with (solid) it: a working slider rises from 0 to 1 for both."""
+    and with (solid) it, with binomial standard errors: a working slider rises from 0 to 1 for both."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -620,9 +632,9 @@ def plot_alpha_curve(curve, path) -> None:
         line = None
         for had, style in ((0, "--"), (1, "-")):
             part = rows[rows["had"] == had]
-            line, = ax.plot(part["alpha"], part["present_rate"], style, marker="o", ms=3,
-                            color=None if line is None else line.get_color(),
-                            label=f"{name} ({'with' if had else 'without'})")
+            line, = ax.errorbar(part["alpha"], part["present_rate"], yerr=part["present_rate_se"], fmt=style,
+                                marker="o", ms=3, capsize=2, color=None if line is None else line.get_color(),
+                                label=f"{name} ({'with' if had else 'without'})").lines[:1]
     ax.axvspan(0, 1, color="grey", alpha=0.1)
     ax.set_xlabel("slider alpha (0 absent, 1 present; outside: extrapolation)")
     ax.set_ylabel("judge: attribute present")

@@ -455,9 +455,7 @@ class TPGAN(TransformMethod):
         self.f = None
 
     def setup(self, root: Path, device) -> None:
-        from facegan.pretrained.facenet import load_converted
-
-        self.attach_fixed("f", load_converted(root, device))
+        self.attach_facenet(root, device)
 
     def prepare(self, labels: torch.Tensor | None) -> None:
         """The frontal template: mean patch centres of the frontal (yaw 0) training inputs; and the
