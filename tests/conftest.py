@@ -164,11 +164,13 @@ TINY_METHODS = {"cgan": {"g_width": 4, "d_width": 4, "z_dim": 16},
                 "geogan": {"width": 4, "d_width": 4, "warmup": 0, "refine_start": 0}}
 
 
-def tiny_params(tmp_steps: int = 4, **common) -> Params:
+def tiny_params(tmp_steps: int = 4, widened: dict | None = None, **common) -> Params:
+    """The tiny params; `widened`: {method: {param: value}} on top of TINY_METHODS."""
+    methods = {name: {**own, **(widened or {}).get(name, {})} for name, own in TINY_METHODS.items()}
     return build(Params, {"train": {
         "common": {"batch_size": 8, "max_steps": tmp_steps, "checkpoint_every": 2, "sample_every": 2,
                    "log_every": 1, "max_minutes": 5, "progress_samples": 0, **common},
-        **TINY_METHODS}})
+        **methods}})
 
 
 def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cgan"):
@@ -182,12 +184,14 @@ def tiny_data(n: int = 32, attributes: int = 6, seed: int = 0, method: str = "cg
     return method_class(method).synthetic_data(params, n, 64, seed)
 
 
-def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, **common):
-    """A tiny run; `root` holds models/pretrained/ for methods with fixed networks (dtn)."""
+def train(tmp: Path, steps: int, method: str = "cgan", root: Path | None = None, widened: dict | None = None,
+          **common):
+    """A tiny run; `root` holds models/pretrained/ for methods with fixed networks (dtn); `widened`: the
+    method's params over the tiny ones."""
     from facegan.train.data import make_batches
     from facegan.train.loop import Context, Trainer, build_for_training
 
-    built = build_for_training(method, tiny_params(steps, **common), 64)
+    built = build_for_training(method, tiny_params(steps, {method: widened or {}}, **common), 64)
     trainer = Trainer(built, make_batches(tiny_data(method=method), 8, 0, flip=built.flip_augment), tmp / "models",
                       tmp / "reports", Context(), root=root)
     trainer.fit()

@@ -127,16 +127,27 @@ def test_strip_levels_are_real_beta_vectors_of_rising_beauty():
 
     method = build_method("beholder", tiny_params())
     k = TINY_METHODS["beholder"]["raters"]
-    labels = torch.rand(500, k) * 6 + 1
-    method.prepare(labels)
-    levels = method.levels(8)
-    assert all(any(torch.equal(row, real) for real in labels) for row in levels)
-    assert (levels.mean(1).diff() > 0).all()
-    assert torch.allclose(method.beta_std, labels.std(0))
-    # delta counts each rater's standard deviations
+    beta = torch.rand(500, k) * 6 + 1
+    male = (torch.rand(500, 1) < 0.4).float()
+    beta[male[:, 0] > 0] -= 0.5     # a sex gap, as London's crowd's
+    method.prepare(torch.cat([beta, male], 1))
+    assert torch.allclose(method.kept_share, torch.stack([1 - male.mean(), male.mean()]))
+    assert torch.allclose(method.beta_std, beta.std(0))
+    for combination in (0, 1):     # each combination's levels are its own faces' beta, rising
+        levels = method.levels(8, combination)
+        own = beta[male[:, 0] == combination]
+        assert all(any(torch.equal(row, real) for real in own) for row in levels)
+        assert (levels.mean(1).diff() > 0).all()
+    conditions = method.strip_conditions(4, 8)   # rows alternate women and men, each through its own levels
+    assert torch.equal(conditions[:, k], torch.tensor([0.0, 1, 0, 1]).repeat_interleave(8))
+    assert torch.equal(conditions[8:16, :k], method.levels(8, 1))
+    # delta counts each rater's standard deviations; the kept values stay
     z = torch.randn(2, TINY_METHODS["beholder"]["z_dim"])
-    beta = levels[:2]
-    assert torch.allclose(method.regenerate({"z": z, "beta": beta}, 1.0), method.generate(beta + method.beta_std, z))
+    levels, kept = method.levels(8, 1)[:2], torch.ones(2, 1)
+    assert torch.allclose(method.regenerate({"z": z, "beta": levels, "kept": kept}, 1.0),
+                          method.generate(torch.cat([levels + method.beta_std, kept], 1), z))
+    with pytest.raises(ValueError, match="K = 5 beauty scores then 1 kept attributes \\(Male\\)"):
+        method.generate(torch.zeros(2, k + 3), z)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +158,9 @@ def london_face(london_photo):
 
 
 def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facenet):
-    trainer = train(tmp_path, 2, method="beholder")
+    # g_width 16: at the tiny 4, G's last block has 2 channels, and after 2 steps the eval-mode batch norms'
+    # young running statistics can leave both below zero at the output ReLU: G would not depend on z at all
+    trainer = train(tmp_path, 2, method="beholder", widened={"g_width": 16})
     method = trainer.method.eval()
     photo = to_tensor(london_face[None])
     generator = torch.Generator().manual_seed(0)
@@ -165,8 +178,8 @@ def test_inversion_reduces_its_loss_on_a_real_face(tmp_path, london_face, facene
 def test_pivotal_tuning_draws_the_photo_closer_and_beta_still_acts(tmp_path, london_face, facenet, tune_from):
     """PTI: the tuned G reconstructs the photo better than G at the same pivot (z, c), photo by photo
     (each through its own weights: two photos, two tunings), and raising beta still changes the output;
-    from blocks.0 on (the default), fc stays G's and runs once for both copies."""
-    trainer = train(tmp_path, 2, method="beholder")
+    from blocks.0 on (the default), fc stays G's and runs once for both copies. (g_width 16: see the test above.)"""
+    trainer = train(tmp_path, 2, method="beholder", widened={"g_width": 16})
     method = trainer.method.eval()
     photos = torch.cat([to_tensor(london_face[None]), to_tensor(london_face[None]).flip(3)])
     plain = method.invert(photos, facenet, torch.Generator().manual_seed(0), InversionParams(steps=3, tune_steps=0))
@@ -212,10 +225,11 @@ def test_encoder_starts_the_inversion_nearer_than_a_random_start():
     with torch.no_grad():
         G = method.G_ema.eval()
         z, c = torch.randn(32, own.z_dim, generator=generator), torch.randn(32, own.raters, generator=generator)
-        x = G(z, method.g_condition(c))
-        z_e, c_e = method.E.eval()(x)
-        warm = (G(z_e, method.g_condition(c_e)) - x).pow(2).mean()
-        cold = (G(torch.randn_like(z), method.g_condition(torch.randn_like(c))) - x).pow(2).mean()
+        kept = torch.randint(0, 2, (32, 1), generator=generator).float()
+        x = G(z, method.g_condition(c, kept))
+        z_e, c_e, kept_e = method.E.eval()(x)
+        warm = (G(z_e, method.g_condition(c_e, (kept_e > 0).float())) - x).pow(2).mean()
+        cold = (G(torch.randn_like(z), method.g_condition(torch.randn_like(c), kept)) - x).pow(2).mean()
     assert warm < 0.5 * cold
 
 
@@ -258,7 +272,11 @@ def test_generate_beauty_strips(beholder_project, monkeypatch, capsys):
     assert cli.main(["generate", "beholder", "-n", "3", "--levels", "4", "--out", str(out)]) == 0
     from PIL import Image
     assert Image.open(out).size[0] > Image.open(out).size[1]   # 4 columns, 3 rows
-    assert cli.main(["generate", "beholder", "--attr", "Male=1", "--out", str(out)]) == 2
+    assert "rows alternate Male 0 and 1" in capsys.readouterr().out
+    assert cli.main(["generate", "beholder", "-n", "2", "--levels", "3", "--attr", "Male=1", "--out", str(out)]) == 0
+    assert "Male=1" in capsys.readouterr().out
+    assert cli.main(["generate", "beholder", "--attr", "Male=0.5", "--out", str(out)]) == 2   # held at 0 or 1
+    assert cli.main(["generate", "beholder", "--attr", "Young=1", "--out", str(out)]) == 2    # not held
 
 
 def test_rate_scores_each_face_with_every_rater(beholder_project, london_photo, no_face_photo, monkeypatch,
@@ -400,7 +418,7 @@ def test_identity_term_keeps_the_person_along_beta(facenet):
 
     def drift(lambda_identity: float) -> float:
         own = dataclasses.replace(params.train.beholder, ema_decay=0.0, lambda_identity=lambda_identity,
-                                  identity_every=1)
+                                  identity_every=1, keep=[])   # as measured: G(z, beta), the paper's
         torch.manual_seed(0)
         method = method_class("beholder")(own, params.train.common, 64)
         method.attach_fixed("f", facenet)
@@ -414,10 +432,11 @@ def test_identity_term_keeps_the_person_along_beta(facenet):
             row = method.train_step({"image": images[rows], "attributes": labels[rows]}, step, generator)
             assert np.isfinite(row["loss_g_identity"]) and (row["loss_g_identity"] > 0) == (lambda_identity > 0)
         z = torch.randn(16, own.z_dim, generator=torch.Generator().manual_seed(1))
-        c = method.standardise(labels[:16])
+        beta, kept = method.split_labels(labels[:16])
+        c = method.standardise(beta)
         with torch.no_grad():
             G = method.G.eval()
-            low, high = G(z, method.g_condition(c)), G(z, method.g_condition(c + 1.0))
+            low, high = G(z, method.g_condition(c, kept)), G(z, method.g_condition(c + 1.0, kept))
             return float((facenet(high) - facenet(low)).pow(2).sum(1).mean())
 
     without, with_term = drift(0.0), drift(1.0)   # measured: 0.042 and 0.031 (at weight 20 G is thrown about)

@@ -66,7 +66,7 @@ def test_beholder_beauty_drives_brightness_across_z():
     b = torch.rand(n, generator=g) * 6 + 1
     x = ((b - 4) / 3.5)[:, None, None, None] + 0.05 * torch.randn(n, 3, SIZE, SIZE, generator=g)
     beta = b[:, None] + 0.2 * torch.randn(n, 3, generator=g)
-    method = fit(build_method("beholder", gan_params("beholder", raters=3, encoder_width=0), SIZE),
+    method = fit(build_method("beholder", gan_params("beholder", raters=3, encoder_width=0, keep=[]), SIZE),
                  x.clamp(-1, 1), beta, 150)
     levels = 8
     faces = method.strips(torch.randn(16, 16, generator=g), levels)
@@ -76,6 +76,38 @@ def test_beholder_beauty_drives_brightness_across_z():
     assert rho >= 0.9, rho
     # and the brightness the data ties to each level, not only its order (measured: within 0.05)
     assert (brightness.mean(0) - (asked - 4) / 3.5).abs().max() < 0.15, (brightness.mean(0), (asked - 4) / 3.5)
+
+
+def test_beholder_holds_the_kept_attribute_while_beta_rises():
+    """Beauty tied to sex, as London's crowd ties it (its women 0.7 points above its men): brightness b
+    follows beta, men's b in [1, 5], women's in [3, 7], and a marked corner is red for men, blue for women.
+    With Male kept, each strip of G(z, beta, male) rises through its own sex's beauty levels, into the
+    range both sexes share, where beta alone cannot tell the corner: every men's strip must keep a red
+    corner and every women's a blue one at every level (measured 1.0; with the Male labels shuffled
+    against the images, 0.03), while brightness rises with beta along the strip."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    male = torch.randint(0, 2, (n,), generator=g).float()
+    b = torch.rand(n, generator=g) * 4 + 1 + 2 * (1 - male)
+    x = ((b - 4) / 3.5)[:, None, None, None] + 0.05 * torch.randn(n, 3, SIZE, SIZE, generator=g)
+    red, blue = torch.tensor([0.9, -0.9, -0.9]), torch.tensor([-0.9, -0.9, 0.9])
+    x[:, :, :8, :8] = torch.where(male[:, None, None, None] > 0, red[None, :, None, None], blue[None, :, None, None])
+    beta = b[:, None] + 0.2 * torch.randn(n, 3, generator=g)
+    method = fit(build_method("beholder", gan_params("beholder", raters=3, encoder_width=0, keep=["Male"]), SIZE),
+                 x.clamp(-1, 1), torch.cat([beta, male[:, None]], 1), 150)
+    levels, rows = 8, 32
+    conditions = method.strip_conditions(rows, levels)
+    assert conditions[:, :3].max() > 4 and conditions[::2 * levels, :3].min() < 4   # men's strips reach 4
+    faces = method.generate(conditions, torch.randn(rows, 16, generator=g).repeat_interleave(levels, 0))
+    faces = faces.view(rows, levels, 3, SIZE, SIZE)
+    corner = faces[:, :, :, :8, :8].mean((3, 4))
+    asked_male = conditions[:, 3].view(rows, levels) > 0
+    held = float(((corner[:, :, 0] > corner[:, :, 2]) == asked_male).all(1).float().mean())
+    assert held >= 0.9, held
+    brightness = faces[:, :, :, 8:, 8:].mean((2, 3, 4)).numpy()
+    rho = float(np.mean([spearmanr(np.arange(levels), row)[0] for row in brightness]))
+    assert rho >= 0.8, rho
 
 
 def test_diffaugment_moves_recolours_and_cuts_each_image_on_its_own_and_passes_gradients():
@@ -122,7 +154,7 @@ def test_diffaugment_reaches_what_d_sees_in_cgan_and_beholder():
     x = backgrounds(32, g)
     for name, labels in (("cgan", torch.randint(0, 2, (32, 1), generator=g).float()),
                          ("beholder", torch.rand(32, 3, generator=g) * 4 + 1)):
-        own = {"attributes": ["Male"]} if name == "cgan" else {"raters": 3, "encoder_width": 0}
+        own = {"attributes": ["Male"]} if name == "cgan" else {"raters": 3, "encoder_width": 0, "keep": []}
         losses = {}
         for policies in ([], ["color", "translation", "cutout"]):
             torch.manual_seed(0)

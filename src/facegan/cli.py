@@ -526,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="faces from attributes with a trained conditional method")
     generate.add_argument("method", choices=["cgan", "beholder"], help="trained method")
     generate.add_argument("--attr", nargs="*", default=[], metavar="NAME=VALUE",
-                          help="attribute values in [0, 1]; attributes not given are 0 (absent)")
+                          help="attribute values in [0, 1]; attributes not given are 0 (absent); beholder: "
+                               "the attributes it holds (train.beholder.keep), 0 or 1 for every row")
     generate.add_argument("-n", type=int, default=16, help="number of faces (beholder: of rows)")
     generate.add_argument("--levels", type=int, default=8, help="beholder: beauty levels per row")
     generate.add_argument("--seed", type=int, default=0)

@@ -315,6 +315,9 @@ class BeholderParams(MethodParams):
     encoder_width: int = bounded(16, 0, 1024)    # E: x -> (z, c) learnt on G's samples, inversion's warm start
                                                  #   (ours, for speed); 0 = none (the paper's random starts)
     lr_e: float = bounded(1e-3, 1e-7, 1.0)
+    keep: list[str] = listed(["Male"], CELEBA_ATTRIBUTES)   # CelebA attributes G also reads and D and E predict,
+                                                 #   held fixed by beautification (ours; the paper: none; beholder.py)
+    lambda_kept: float = bounded(1.0, 0.0)       # weight of their BCE for D (real), G (fake) and E
     lambda_identity: float = bounded(0.0, 0.0)   # G keeps FaceNet's person along beta (ours; beholder.py); 0 = off
     identity_samples: int = bounded(8, 1, 4096)  # fakes per step the identity term raises and compares
     identity_every: int = bounded(4, 1, 1_000_000)   # the identity term's steps (FaceNet costs ~1.5 plain steps)

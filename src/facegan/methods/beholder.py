@@ -111,6 +111,24 @@ delta 2 0.47 / 0.86: G learns to hold the face by no longer changing it with bet
 steps): FID 79, beauty_spearman 0.80, rise / identity at delta 1 0.81 / 0.86, at delta 2 0.84 / 0.62 - the
 same rise-identity frontier as without (0.84 / 0.83), so the term stays off.
 
+Kept attributes (ours, `train.beholder.keep`, default [Male]; [] gives the paper's G(z, beta)): G also reads
+CelebA's Male as -1 / +1 beside [z, c / sqrt(K)], D predicts it from a third head and E regresses it, with
+lambda_kept x BCE for D on real faces, for G on its fakes (AC-GAN's term, Odena et al. 2017) and for E.
+Beautification holds it: the inversion takes E's reading of the photo (start s of `starts` tries combination
+s mod 2^A, and the best start is kept) and regenerates G(z, beta + delta, male). Strips hold it per row
+(rows alternate women and men), each rising through its own sex's beauty levels (levels per combination of
+kept values, so the beta asked is one the data pairs with that sex). Why: the London crowd rates its women
+0.7 points above its men, so in G(z, beta) the direction of beauty carries sex, and +1 sd turned men into
+women (the two Black men and the bearded man of the beautification grid, in every London-judged run);
+dlib still verified most of them, so the identity figure did not show what the grid showed. With Male held,
+beauty must rise through what the raters like within a sex. The default 9.5 minutes on 2 AVX512-bf16 cores,
+the same 32 test faces and judge (without -> with Male kept): FID 64 -> 66, beauty_spearman 0.81 -> 0.80
+(within z 0.86 -> 0.83), rise rate / identity at delta 0.5 0.81 / 0.94 -> 0.84 / 0.92, at delta 1
+0.91 / 0.88 -> 0.81 / 0.89, at delta 2 0.94 / 0.69 -> 0.94 / 0.78; --residual at delta 1 identity
+0.83 -> 0.92. In the grid the men stay men at +1 and +2 sd (beards and jaws kept) and the strips keep
+their sex; the judge's beauty rises less per sd, because the cheapest way up its scale, feminising,
+is closed.
+
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
 the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
 paper's beta came from SCUT-FBP5500 (60 raters, 5,500 faces), ours by default
@@ -129,7 +147,7 @@ from torch import nn
 from facegan.devices import bf16_autocast
 from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
                                   TransformMethod, Transformed, random_images, residual_composition, unwrap)
-from facegan.methods.nets import Generator, down_trunk, sn_linear, strided_layers
+from facegan.methods.nets import Generator, down_trunk, signed, sn_linear, strided_layers
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
@@ -139,40 +157,55 @@ BEAUTIFY_DELTAS = (0.5, 1.0, 2.0)   # beautification's table and figure: rise an
 
 
 class BeautyDiscriminator(nn.Module):
-    """x -> (adversarial score, beta_hat in standardised units)."""
+    """x -> (adversarial score, beta_hat in standardised units, logits of the A kept attributes)."""
 
-    def __init__(self, k: int, width: int, size: int = 64):
+    def __init__(self, k: int, width: int, size: int = 64, kept: int = 0):
         super().__init__()
         self.blocks, channels = down_trunk(width, size)
         self.adversarial = sn_linear(channels, 1)
         self.beauty = nn.Linear(channels, k)   # a regression head: its output scale must stay free
+        self.kept = nn.Linear(channels, kept) if kept else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.blocks(x).sum((2, 3))
-        return self.adversarial(h).squeeze(1), self.beauty(h)
+        kept = self.kept(h) if self.kept is not None else h.new_zeros(len(h), 0)
+        return self.adversarial(h).squeeze(1), self.beauty(h), kept
 
 
 class LatentEncoder(nn.Module):
-    """x -> (z, c): DCGAN's D body (instance norm, so a real photo is normalised as a fake is)
-    from `size` to 4 x 4, then a linear layer to z_dim + K."""
+    """x -> (z, c, logits of the A kept attributes): DCGAN's D body (instance norm, so a real photo is
+    normalised as a fake is) from `size` to 4 x 4, then a linear layer to z_dim + K + A."""
 
-    def __init__(self, z_dim: int, k: int, width: int, size: int = 64):
+    def __init__(self, z_dim: int, k: int, width: int, size: int = 64, kept: int = 0):
         super().__init__()
         blocks = int(round(torch.log2(torch.tensor(size / 4)).item()))
         layers, channels = strided_layers(width, blocks, norm="instance")
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(channels * 16, z_dim + k)
-        self.z_dim = z_dim
+        self.head = nn.Linear(channels * 16, z_dim + k + kept)
+        self.z_dim, self.k = z_dim, k
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         code = self.head(self.body(x)).float()
-        return code[:, :self.z_dim], code[:, self.z_dim:]
+        return code[:, :self.z_dim], code[:, self.z_dim:self.z_dim + self.k], code[:, self.z_dim + self.k:]
+
+
+def quantile_medoids(labels: torch.Tensor) -> torch.Tensor:
+    """(QUANTILES, K): row j is the REAL beta nearest the mean of the faces in the j-th of QUANTILES equal
+    bins of the ensemble's beauty (the mean over raters), at least one face a bin."""
+    order, n = labels.mean(1).argsort(), len(labels)
+    medoids = []
+    for j in range(QUANTILES):   # bin j: ranks [j n / Q, (j + 1) n / Q)
+        members = order[min(j * n // QUANTILES, n - 1):max((j + 1) * n // QUANTILES, j * n // QUANTILES + 1)]
+        centre = labels[members].mean(0)
+        medoids.append(labels[members[(labels[members] - centre).norm(dim=1).argmin()]])
+    return torch.stack(medoids)
 
 
 class BeholderGAN(GANMethod, TransformMethod):
     """Generates faces from beauty vectors (`generate`) and beautifies photos (`transform`)."""
     name = "beholder"
-    losses = ("loss_d_adv", "loss_d_beta", "loss_g_adv", "loss_g_beta", "loss_g_identity", "loss_e_z", "loss_e_c")
+    losses = ("loss_d_adv", "loss_d_beta", "loss_d_kept", "loss_g_adv", "loss_g_beta", "loss_g_kept", "loss_g_identity",
+              "loss_e_z", "loss_e_c", "loss_e_kept")
     headline = (Metric("fid", "lower", "FID"), Metric("kid", "lower", "KID"),
                 Metric("beauty_spearman", "higher", "beauty Spearman"),
                 Metric("beautify_rise_rate", "higher"),
@@ -180,49 +213,74 @@ class BeholderGAN(GANMethod, TransformMethod):
                        "beautified photos"))
 
     def __init__(self, params, common, image_size: int = 64):
-        k = params.raters
-        super().__init__(params, common, Generator(params.z_dim, k, params.g_width, image_size),
-                         BeautyDiscriminator(k, params.d_width, image_size), image_size)
-        self.E = LatentEncoder(params.z_dim, k, params.encoder_width, image_size) if params.encoder_width else None
+        k, a = params.raters, len(params.keep)
+        super().__init__(params, common, Generator(params.z_dim, k + a, params.g_width, image_size),
+                         BeautyDiscriminator(k, params.d_width, image_size, a), image_size)
+        self.E = (LatentEncoder(params.z_dim, k, params.encoder_width, image_size, a)
+                  if params.encoder_width else None)
+        self.kept_names = list(params.keep)
+        self.condition_names = self.kept_names   # `facegan generate beholder --attr Male=1`
         self.root = None   # the project, for the beauty judge that beautification reads (setup)
         self._judge = None
         self.f = None      # FaceNet for the identity term (lambda_identity > 0), attached by setup; never saved
         self.register_buffer("beta_mean", torch.zeros(k))
         self.register_buffer("beta_std", torch.ones(k))
-        self.register_buffer("beta_levels", torch.zeros(QUANTILES, k))
+        self.register_buffer("beta_levels", torch.zeros(2 ** a, QUANTILES, k))   # per combination of kept values
+        self.register_buffer("kept_share", torch.full((2 ** a,), 1.0 / 2 ** a))   # each combination's training share
 
     # ---------------------------------------------------------------- conditions
+    def split_labels(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training labels (N, K + A) -> beta (N, K) in rating units and the kept attributes (N, A) in {0, 1}."""
+        k, a = self.params.raters, len(self.kept_names)
+        if labels.shape[1] != k + a:
+            raise ValueError(f"beholder reads K = {k} beauty scores then {a} kept attributes "
+                             f"({', '.join(self.kept_names) or 'none'}) per face; got {labels.shape[1]} columns")
+        return labels[:, :k].float(), labels[:, k:].float()
+
+    def combination(self, kept: torch.Tensor) -> torch.Tensor:
+        """(N, A) kept values in {0, 1} -> (N,) the index of their combination, sum_j a_j 2^j."""
+        return (kept.round().long() * 2 ** torch.arange(kept.shape[1], device=kept.device)).sum(1)
+
+    def combination_values(self, index: torch.Tensor) -> torch.Tensor:
+        """(N,) combination indices -> (N, A) kept values in {0, 1}."""
+        return ((index[:, None] >> torch.arange(len(self.kept_names), device=index.device)) & 1).float()
+
     def prepare(self, labels):
-        """Per-rater mean and std of beta; and beta_levels: row j is a REAL training beta,
-        the one nearest the mean of the faces in the j-th of QUANTILES equal bins of the
-        ensemble's beauty (the mean over raters). Sweeping rows keeps beta a vector the
-        data holds: a bin mean, or every rater at one percentile, is far more central or
-        extreme than any face's beta."""
+        """Per-rater mean and std of beta; the kept attributes' combination shares; and for each
+        combination beta_levels (quantile_medoids of its faces; all faces where it has none). Sweeping
+        real rows keeps beta a vector the data holds: a bin mean, or every rater at one percentile,
+        is far more central or extreme than any face's beta. Levels per combination: a strip of men
+        rises through men's beauty, the asked beta being what the data pairs with men."""
         if labels is None:
             raise ValueError("beholder trains on beauty vectors: its training data gave none")
-        labels = labels.float()
-        self.beta_mean.copy_(labels.mean(0))
-        self.beta_std.copy_(torch.nan_to_num(labels.std(0), nan=1.0).clamp_min(1e-3))
-        order, n = labels.mean(1).argsort(), len(labels)
-        medoids = []
-        for j in range(QUANTILES):   # bin j: ranks [j n / Q, (j + 1) n / Q), at least one face
-            members = order[min(j * n // QUANTILES, n - 1):max((j + 1) * n // QUANTILES, j * n // QUANTILES + 1)]
-            centre = labels[members].mean(0)
-            medoids.append(labels[members[(labels[members] - centre).norm(dim=1).argmin()]])
-        self.beta_levels.copy_(torch.stack(medoids))
+        beta, kept = self.split_labels(labels.float())
+        self.beta_mean.copy_(beta.mean(0))
+        self.beta_std.copy_(torch.nan_to_num(beta.std(0), nan=1.0).clamp_min(1e-3))
+        combination = self.combination(kept)
+        for j in range(len(self.beta_levels)):
+            rows = combination == j
+            self.kept_share[j] = rows.float().mean()
+            self.beta_levels[j] = quantile_medoids(beta[rows] if rows.any() else beta)
 
-    def g_condition(self, c: torch.Tensor) -> torch.Tensor:
-        """What G reads: c / sqrt(K). The K raters agree (r ~ 0.5), so c's first principal
-        direction has std ~ sqrt(K / 2), ~5x any z direction: fed raw, it drowned z and G
+    def g_condition(self, c: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """What G reads: [c / sqrt(K), kept as -1 / +1]. The K raters agree (r ~ 0.5), so c's first
+        principal direction has std ~ sqrt(K / 2), ~5x any z direction: fed raw, it drowned z and G
         drew one face per beta (seen in training at K = 60). D's target stays c."""
-        return c / self.params.raters ** 0.5
+        return torch.cat([c / self.params.raters ** 0.5, signed(kept.to(c.device))], 1)
+
+    def kept_loss(self, logits: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """BCE of the kept attributes' logits (0 when nothing is kept)."""
+        if not self.kept_names:
+            return logits.new_zeros(())
+        return F.binary_cross_entropy_with_logits(logits.float(), kept)
 
     def standardise(self, beta: torch.Tensor) -> torch.Tensor:
         return (beta.float() - self.beta_mean) / self.beta_std
 
-    def levels(self, n: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
-        """(n, K) real beta vectors of rising beauty, at beauty quantiles low..high."""
-        return self.beta_levels[(torch.linspace(low, high, n) * (QUANTILES - 1)).round().long()]
+    def levels(self, n: int, combination: int = 0, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+        """(n, K) real beta vectors of rising beauty, at beauty quantiles low..high of the faces with
+        that combination of kept values (combination_values)."""
+        return self.beta_levels[combination][(torch.linspace(low, high, n) * (QUANTILES - 1)).round().long()]
 
     # ---------------------------------------------------------------- training
     def trainable(self):
@@ -235,47 +293,54 @@ class BeholderGAN(GANMethod, TransformMethod):
         return optimizers
 
     def train_step(self, batch, step, generator):
-        x_real, c_real = batch["image"], self.standardise(batch["attributes"])
+        x_real = batch["image"]
+        beta_real, kept_real = self.split_labels(batch["attributes"])
+        c_real = self.standardise(beta_real)
         n, device = len(x_real), x_real.device
-        c_fake = c_real[torch.randperm(n, generator=generator).to(device)]
+        other = torch.randperm(n, generator=generator).to(device)   # another real face's (beta, kept): joint
+        c_fake, kept_fake = c_real[other], kept_real[other]
         z = torch.randn(n, self.params.z_dim, generator=generator).to(device)
-        lambda_beta, opt = self.params.lambda_beta, self.optimizers
+        lambda_beta, lambda_kept, opt = self.params.lambda_beta, self.params.lambda_kept, self.optimizers
 
-        # ---------------- 1. discriminator: real/fake hinge + predict beta of real faces
+        # ---------------- 1. discriminator: real/fake hinge + predict beta (and the kept attributes) of real faces
         with torch.no_grad():
-            x_fake = self.G(z, self.g_condition(c_fake))
-        score_real, beta_hat_real = self.D(self.seen_by_d(x_real, generator))
-        score_fake, _ = self.D(self.seen_by_d(x_fake, generator))
+            x_fake = self.G(z, self.g_condition(c_fake, kept_fake))
+        score_real, beta_hat_real, kept_hat_real = self.D(self.seen_by_d(x_real, generator))
+        score_fake, _, _ = self.D(self.seen_by_d(x_fake, generator))
         loss_d_adv = F.relu(1 - score_real).mean() + F.relu(1 + score_fake).mean()
         loss_d_beta = F.mse_loss(beta_hat_real.float(), c_real)
+        loss_d_kept = self.kept_loss(kept_hat_real, kept_real)
         opt["D"].zero_grad(set_to_none=True)
-        (loss_d_adv + lambda_beta * loss_d_beta).backward()
+        (loss_d_adv + lambda_beta * loss_d_beta + lambda_kept * loss_d_kept).backward()
         opt["D"].step()
 
-        # ---------------- 2. generator: fool D, and make D read the requested beta
-        x_g = self.G(z, self.g_condition(c_fake))
-        score, beta_hat = self.D(self.seen_by_d(x_g, generator))
+        # ---------------- 2. generator: fool D, and make D read the requested beta and kept attributes
+        x_g = self.G(z, self.g_condition(c_fake, kept_fake))
+        score, beta_hat, kept_hat = self.D(self.seen_by_d(x_g, generator))
         loss_g_adv = -score.mean()
         loss_g_beta = F.mse_loss(beta_hat.float(), c_fake)
-        loss_g_identity = self.identity_loss(x_g, z, c_fake, generator, step)
+        loss_g_kept = self.kept_loss(kept_hat, kept_fake)
+        loss_g_identity = self.identity_loss(x_g, z, c_fake, kept_fake, generator, step)
         opt["G"].zero_grad(set_to_none=True)
-        (loss_g_adv + lambda_beta * loss_g_beta + self.params.lambda_identity * loss_g_identity).backward()
+        (loss_g_adv + lambda_beta * loss_g_beta + lambda_kept * loss_g_kept
+         + self.params.lambda_identity * loss_g_identity).backward()
         opt["G"].step()
 
-        # ---------------- 3. encoder: (z, c') back from the D step's fakes (latent regression)
-        losses_e = {"loss_e_z": float("nan"), "loss_e_c": float("nan")}
+        # ---------------- 3. encoder: (z, c', kept') back from the D step's fakes (latent regression)
+        losses_e = {"loss_e_z": float("nan"), "loss_e_c": float("nan"), "loss_e_kept": float("nan")}
         if self.E is not None:
-            z_hat, c_hat = self.E(x_fake)
+            z_hat, c_hat, kept_logits = self.E(x_fake)
             loss_e_z, loss_e_c = F.mse_loss(z_hat, z), F.mse_loss(c_hat, c_fake)
+            loss_e_kept = self.kept_loss(kept_logits, kept_fake)
             opt["E"].zero_grad(set_to_none=True)
-            (loss_e_z + loss_e_c).backward()
+            (loss_e_z + loss_e_c + loss_e_kept).backward()
             opt["E"].step()
-            losses_e = {"loss_e_z": loss_e_z.item(), "loss_e_c": loss_e_c.item()}
-        return {"loss_d_adv": loss_d_adv.item(), "loss_d_beta": loss_d_beta.item(),
-                "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item(),
+            losses_e = {"loss_e_z": loss_e_z.item(), "loss_e_c": loss_e_c.item(), "loss_e_kept": loss_e_kept.item()}
+        return {"loss_d_adv": loss_d_adv.item(), "loss_d_beta": loss_d_beta.item(), "loss_d_kept": loss_d_kept.item(),
+                "loss_g_adv": loss_g_adv.item(), "loss_g_beta": loss_g_beta.item(), "loss_g_kept": loss_g_kept.item(),
                 "loss_g_identity": loss_g_identity.item(), **losses_e}
 
-    def identity_loss(self, x_g: torch.Tensor, z: torch.Tensor, c: torch.Tensor, generator,
+    def identity_loss(self, x_g: torch.Tensor, z: torch.Tensor, c: torch.Tensor, kept: torch.Tensor, generator,
                       step: int = 0) -> torch.Tensor:
         """The person kept along beta (ours; the paper has no such term): for the first `identity_samples`
         fakes, ||f(G(z, c + d)) - f(G(z, c))||^2 with f FaceNet's unit embedding (the fixed side detached),
@@ -290,48 +355,69 @@ class BeholderGAN(GANMethod, TransformMethod):
             raise RuntimeError("beholder's identity term needs FaceNet: call setup(root, device) first")
         m = min(self.params.identity_samples, len(z))
         shift = IDENTITY_SHIFT * torch.rand(m, 1, generator=generator).to(c.device)
-        raised = self.G(z[:m], self.g_condition(c[:m] + shift))
+        raised = self.G(z[:m], self.g_condition(c[:m] + shift, kept[:m]))
         with torch.no_grad():
-            kept = self.f(x_g[:m].detach()).float()
-        return (self.f(raised).float() - kept).pow(2).sum(1).mean()
+            anchor = self.f(x_g[:m].detach()).float()
+        return (self.f(raised).float() - anchor).pow(2).sum(1).mean()
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, conditions: torch.Tensor, z: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Faces for beauty vectors beta (N, K) in rating units."""
+        """Faces for beauty vectors beta (N, K) in rating units, followed by the kept attributes' values
+        (N, K + A); with beta alone each face's kept values are drawn at their training shares."""
         if z is None:
             z = torch.randn(len(conditions), self.params.z_dim, generator=generator)
-        beta = conditions.to(self.device())
-        return self.G_ema.eval()(z.to(self.device()), self.g_condition(self.standardise(beta)))
+        k = self.params.raters
+        if conditions.shape[1] == k and self.kept_names:
+            drawn = torch.multinomial(self.kept_share.cpu(), len(conditions), replacement=True, generator=generator)
+            conditions = torch.cat([conditions, self.combination_values(drawn)], 1)
+        beta, kept = self.split_labels(conditions.to(self.device()))
+        return self.G_ema.eval()(z.to(self.device()), self.g_condition(self.standardise(beta), kept))
+
+    def strip_conditions(self, rows: int, levels: int) -> torch.Tensor:
+        """(rows * levels, K + A): row r holds combination r mod 2^A of the kept values (with Male kept:
+        women, men, women, ...), its beta rising through that combination's beauty levels."""
+        combination = torch.arange(rows) % len(self.beta_levels)
+        beta = torch.cat([self.levels(levels, int(j)) for j in combination]).cpu()
+        return torch.cat([beta, self.combination_values(combination).repeat_interleave(levels, 0)], 1)
 
     def strips(self, z: torch.Tensor, levels: int) -> torch.Tensor:
-        """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels."""
-        beta = self.levels(levels)
-        return self.generate(beta.repeat(len(z), 1), z.repeat_interleave(levels, 0))
+        """(len(z) * levels, 3, H, W): row r is z[r] with beta rising through the levels (strip_conditions)."""
+        return self.generate(self.strip_conditions(len(z), levels), z.repeat_interleave(levels, 0))
 
     def sample_grid(self, generator):
         """8 fixed z (rows) x 8 beta levels from the 5th to the 95th percentile (columns)."""
         return self.strips(torch.randn(8, self.params.z_dim, generator=generator), 8)
 
     def sample_sheet(self, n, values, levels, generator):
-        """n rows of one z each, beauty rising along the row through `levels` levels."""
-        if values:
-            raise RequestError(f"{self.name} generates from beauty levels, not attributes: use --levels")
-        faces = self.strips(torch.randn(n, self.params.z_dim, generator=generator), levels)
-        return faces, levels, (f"{n} faces (rows), each at {levels} beauty levels from the 5th to the 95th "
-                               "percentile (left to right)")
+        """n rows of one z each, beauty rising along the row through `levels` levels; `values` sets the
+        kept attributes of every row (0 or 1; those not given 0), else the rows alternate (strip_conditions)."""
+        z = torch.randn(n, self.params.z_dim, generator=generator)
+        what = f"{n} faces (rows), each at {levels} beauty levels from the 5th to the 95th percentile (left to right)"
+        if not values:
+            alternating = f"; rows alternate {', '.join(self.kept_names)} 0 and 1" if self.kept_names else ""
+            return self.strips(z, levels), levels, what + alternating
+        if any(v not in (0.0, 1.0) for v in values.values()):
+            raise RequestError(f"{self.name} holds {', '.join(self.kept_names)} at 0 or 1: got "
+                               + ", ".join(f"{k}={v:g}" for k, v in values.items()))
+        kept = torch.tensor([[values.get(name, 0.0) for name in self.kept_names]])
+        beta = self.levels(levels, int(self.combination(kept)[0])).cpu()
+        conditions = torch.cat([beta, kept.expand(levels, -1)], 1).repeat(n, 1)
+        held = ", ".join(f"{name}={int(v)}" for name, v in zip(self.kept_names, kept[0]))
+        return self.generate(conditions, z.repeat_interleave(levels, 0)), levels, f"{what}; {held}"
 
     # ---------------------------------------------------------------- beautification
     def invert(self, photos: torch.Tensor, facenet, generator: torch.Generator, inversion,
                on_step=None) -> dict[str, torch.Tensor]:
-        """Recover (z, c) with G_ema(z, c) ~ photos (N, 3, H, W in [-1, 1]); c is beta standardised.
+        """Recover (z, c) with G_ema(z, c, kept) ~ photos (N, 3, H, W in [-1, 1]); c is beta standardised.
 
         Adam on alpha * pixel MSE + (1 - alpha) * squared FaceNet embedding distance,
         from `starts` (z0, c0) per photo: the first E(photo) with `inversion.init` "encoder", the
         others random; after a fifth of the steps only the start with the lowest loss goes on
-        (`inversion`: config.InversionParams, steps, starts, lr, alpha). Returns z, c, beta and
-        the final loss (N,)."""
+        (`inversion`: config.InversionParams, steps, starts, lr, alpha). The kept attributes are not
+        searched by gradient: the first start takes E's reading of the photo, start s the combination
+        s mod 2^A, and the selection keeps the best. Returns z, c, kept, beta and the final loss (N,)."""
         p = self.params
         steps, starts = inversion.steps, inversion.starts
         device, n = self.device(), len(photos)
@@ -340,36 +426,38 @@ class BeholderGAN(GANMethod, TransformMethod):
             target = facenet(photos)
         z = torch.randn(n * starts, p.z_dim, generator=generator).to(device)
         c = torch.randn(n * starts, p.raters, generator=generator).to(device)
+        kept = self.combination_values(torch.arange(starts, device=device) % len(self.beta_levels)).repeat(n, 1)
         if inversion.init == "encoder":
             if self.E is None:
                 raise RequestError("this Beholder-GAN was trained without an encoder (train.beholder.encoder_width: "
                                    "0): invert from random starts (inversion init: random)")
             with torch.no_grad():
-                z_e, c_e = self.E.eval()(photos)
+                z_e, c_e, kept_e = self.E.eval()(photos)
             first = torch.arange(n, device=device) * starts
             z[first], c[first] = z_e.float(), c_e.float().clamp(-INVERT_BOX, INVERT_BOX)
+            kept[first] = (kept_e.float() > 0).float()
         index = torch.arange(n, device=device).repeat_interleave(starts)
         G = self.G_ema.eval().requires_grad_(False)
         select_at = max(1, int(steps * SELECTION_SHARE))
 
-        def losses(z, c, index):
-            fake = G(z, self.g_condition(c)).float()
+        def losses(z, c, kept, index):
+            fake = G(z, self.g_condition(c, kept)).float()
             pixel = (fake - photos[index]).pow(2).flatten(1).mean(1)
             feature = (facenet(fake) - target[index]).pow(2).sum(1)
             return inversion.alpha * pixel + (1 - inversion.alpha) * feature
 
-        def best_start(z, c, index):
+        def best_start(z, c, kept, index):
             with torch.no_grad():
-                best = losses(z, c, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
-            return z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), index[best]
+                best = losses(z, c, kept, index).view(n, starts).argmin(1) + torch.arange(n, device=device) * starts
+            return z.detach()[best].requires_grad_(), c.detach()[best].requires_grad_(), kept[best], index[best]
 
         z, c = z.requires_grad_(), c.requires_grad_()
         optimizer = torch.optim.Adam([z, c], lr=inversion.lr)
         for step in range(steps):
             if step == select_at and starts > 1:
-                z, c, index = best_start(z, c, index)
+                z, c, kept, index = best_start(z, c, kept, index)
                 optimizer = torch.optim.Adam([z, c], lr=inversion.lr)
-            loss = losses(z, c, index)
+            loss = losses(z, c, kept, index)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
@@ -378,12 +466,13 @@ class BeholderGAN(GANMethod, TransformMethod):
             if on_step:
                 on_step(step)
         if len(z) > n:   # fewer steps than the selection point: choose now
-            z, c, index = best_start(z, c, index)
+            z, c, kept, index = best_start(z, c, kept, index)
         with torch.no_grad():
-            final = losses(z, c, torch.arange(n, device=device))
+            final = losses(z, c, kept, torch.arange(n, device=device))
         z, c = z.detach(), c.detach()
-        tuned = self.pivotal_tuning(photos, z, c, inversion) if inversion.tune_steps else None
-        return {"z": z, "c": c, "beta": c * self.beta_std + self.beta_mean, "loss": final, "tuned": tuned}
+        tuned = self.pivotal_tuning(photos, z, self.g_condition(c, kept), inversion) if inversion.tune_steps else None
+        return {"z": z, "c": c, "kept": kept, "beta": c * self.beta_std + self.beta_mean, "loss": final,
+                "tuned": tuned}
 
     def tune_layers(self) -> list[str]:
         """G's layers in order, the values of `inversion.tune_from`."""
@@ -435,8 +524,9 @@ class BeholderGAN(GANMethod, TransformMethod):
             return functional_call(decoder, {**shared, **{f"G.{k}": v for k, v in weights.items()}}, (x[None], cond))[0]
         return vmap(one_from)(tuned, x, z, condition)
 
-    def pivotal_tuning(self, photos: torch.Tensor, z: torch.Tensor, c: torch.Tensor, inversion) -> dict:
-        """Pivotal tuning (Roich et al. 2021, PTI): with the recovered (z, c) fixed as the pivot, Adam moves a
+    def pivotal_tuning(self, photos: torch.Tensor, z: torch.Tensor, condition: torch.Tensor, inversion) -> dict:
+        """Pivotal tuning (Roich et al. 2021, PTI): with the recovered (z, c) fixed as the pivot (`condition`:
+        g_condition of c and the kept values), Adam moves a
         copy of G's weights per photo for `tune_steps` on the pixel MSE ||x - G_x(z, c)||^2, so that G_x draws
         this person; beautification is then G_x(z, c + delta). PTI's loss is L2 + LPIPS with a locality
         term; LPIPS's weights are not obtainable offline. PTI tunes all of G; here the layers from
@@ -445,7 +535,6 @@ class BeholderGAN(GANMethod, TransformMethod):
         weights = dict(self.G_ema.named_parameters())
         tuned = {k: weights[k].detach().float().expand(len(photos), *weights[k].shape).clone().requires_grad_()
                  for k in names}
-        condition = self.g_condition(c)
         prefix = self.frozen_prefix(tuned, z, condition)
         optimizer = torch.optim.Adam(tuned.values(), lr=inversion.tune_lr)
         for _ in range(inversion.tune_steps):
@@ -457,12 +546,13 @@ class BeholderGAN(GANMethod, TransformMethod):
 
     @torch.no_grad()
     def regenerate(self, recovered: dict, delta: float) -> torch.Tensor:
-        """G(z, beta + delta * sigma) of an inversion's result: every rater's score raised by `delta` of that
-        rater's std; each photo through its tuned weights where pivotal tuning ran (delta 0: the reconstruction)."""
+        """G(z, beta + delta * sigma, kept) of an inversion's result: every rater's score raised by `delta` of
+        that rater's std, the kept attributes held; each photo through its tuned weights where pivotal tuning
+        ran (delta 0: the reconstruction)."""
         beta = recovered["beta"] + delta * self.beta_std
         if recovered.get("tuned") is None:
-            return self.generate(beta, recovered["z"])
-        condition = self.g_condition(self.standardise(beta.to(self.device())))
+            return self.generate(torch.cat([beta, recovered["kept"]], 1), recovered["z"])
+        condition = self.g_condition(self.standardise(beta.to(self.device())), recovered["kept"])
         return self.tuned_forward(recovered["tuned"], recovered["z"].to(self.device()), condition)
 
     def setup(self, root, device) -> None:
@@ -500,20 +590,31 @@ class BeholderGAN(GANMethod, TransformMethod):
         beautified = self.regenerate(recovered, delta).float().cpu()
         reconstruction = self.regenerate(recovered, 0.0).float().cpu()
         before, recon, after = (judge.beauty(x) for x in (crops, reconstruction, beautified))
+        held = [", ".join(f"{name} {int(v)}" for name, v in zip(self.kept_names, row)) for row in recovered["kept"]]
         notes = [f"predicted beauty: photo {b:.2f}, reconstruction {r:.2f}, beautified {a:.2f} (every rater "
-                 f"{delta:+g} sd)" for b, r, a in zip(before, recon, after)]
+                 f"{delta:+g} sd{'; held: ' + h if h else ''})" for b, r, a, h in zip(before, recon, after, held)]
         return Transformed(beautified, {"reconstruction": reconstruction}, notes)
 
     # ---------------------------------------------------------------- data and evaluation
     @staticmethod
     def training_data(root, params) -> TrainingData:
-        """Aligned CelebA train faces with their pseudo beta, plus (london_real) the
-        rating set's train faces with their real ratings."""
-        from facegan.data.pseudo_labels import load_pseudo_labels
-        from facegan.config import ConfigError
-        from facegan.data.datasets import load_images, read_image_set, rows_of, set_folder
+        """Aligned CelebA train faces with their pseudo beta and kept attributes (K + A columns), plus
+        (london_real) the rating set's train faces with their real ratings."""
+        from facegan.data.datasets import load_images, set_folder
 
         images, frame = load_images(set_folder(root, "celeba"), ["train"])
+        labels = BeholderGAN.celeba_conditions(root, params, frame)
+        if params.london_real:
+            extra, extra_labels = BeholderGAN.rated_faces(root, params)
+            images, labels = np.concatenate([images, extra]), np.concatenate([labels, extra_labels])
+        return TrainingData(images, labels)
+
+    @staticmethod
+    def celeba_conditions(root, params, frame) -> np.ndarray:
+        """(N, K + A) of the CelebA manifest rows `frame`: their pseudo beta, then their kept attributes."""
+        from facegan.config import ConfigError
+        from facegan.data.pseudo_labels import load_pseudo_labels
+
         pseudo = load_pseudo_labels(root, "celeba")
         if pseudo["beta"].shape[1] != params.raters:
             raise ConfigError(f"train.beholder.raters = {params.raters}, but data/pseudo_labels has K = "
@@ -523,44 +624,72 @@ class BeholderGAN(GANMethod, TransformMethod):
         if missing:
             raise FileNotFoundError(f"{len(missing)} aligned CelebA faces have no pseudo-label (first: {missing[0]}):"
                                     " run `dvc repro pseudo_label`")
+        absent = [name for name in params.keep if name not in frame.columns]
+        if absent:
+            raise ConfigError(f"train.beholder.keep: the CelebA manifest has no attribute {absent[0]!r}")
         beta = pseudo["beta"][[row[p] for p in frame["path"]]]
-        if params.london_real:
-            real = load_pseudo_labels(root, "real")
-            train = real["split"] == "train"
-            rated, rated_frame = read_image_set(set_folder(root, str(real["set"])))
-            extra = rated[rows_of(rated_frame, real["path"][train].astype(str))]
-            images, beta = np.concatenate([images, extra]), np.concatenate([beta, real["beta"][train]])
-        return TrainingData(images, beta)
+        return np.concatenate([beta, frame[list(params.keep)].to_numpy(np.float32)], 1).astype(np.float32)
+
+    @staticmethod
+    def rated_faces(root, params) -> tuple[np.ndarray, np.ndarray]:
+        """The rating set's train faces and their REAL ratings, then their kept attributes: Male from the
+        set's own face_sex (London) or sex column; no other attribute is known for them."""
+        from facegan.config import ConfigError
+        from facegan.data.datasets import read_image_set, rows_of, set_folder
+        from facegan.data.pseudo_labels import load_pseudo_labels
+
+        real = load_pseudo_labels(root, "real")
+        train = real["split"] == "train"
+        rated, rated_frame = read_image_set(set_folder(root, str(real["set"])))
+        rows = rows_of(rated_frame, real["path"][train].astype(str))
+        kept = []
+        for name in params.keep:
+            column = next((c for c in ("face_sex", "sex") if c in rated_frame), None)
+            if name != "Male" or column is None:
+                raise ConfigError(f"train.beholder.keep has {name!r}, which the rating set {real['set']} does not "
+                                  "label: set train.beholder.london_real: false, or keep only Male")
+            sex = rated_frame[column].iloc[rows].astype(str).str.lower()
+            unknown = sorted(set(sex) - {"male", "female"})
+            if unknown:
+                raise ConfigError(f"{real['set']}'s {column} has {unknown[0]!r} (expected male or female)")
+            kept.append((sex == "male").to_numpy(np.float32))
+        labels = np.concatenate([real["beta"][train], np.stack(kept, 1) if kept else np.zeros((len(rows), 0))], 1)
+        return rated[rows], labels.astype(np.float32)
 
     @staticmethod
     def synthetic_data(params, n, image_size, seed=0) -> TrainingData:
         rng = np.random.default_rng(seed)
-        return TrainingData(random_images(rng, n, image_size), rng.uniform(1, 7, (n, params.raters)).astype(np.float32))
+        images = random_images(rng, n, image_size)
+        labels = np.concatenate([rng.uniform(1, 7, (n, params.raters)), rng.integers(0, 2, (n, len(params.keep)))], 1)
+        return TrainingData(images, labels.astype(np.float32))
 
     def evaluate(self, context) -> dict:
         """FID/KID; beauty control (beauty_spearman) and identity along strips;
         beautification of held-out CelebA test faces (beauty rise, identity)."""
-        from facegan.data.pseudo_labels import load_pseudo_labels
+        from facegan.data.datasets import set_folder
+        from facegan.data.manifest import read_manifest
         from facegan.metrics.beauty import beauty_control, strip_identity
 
         settings, own = context.shared, context.own
         judge = self.judge()
         generator = torch.Generator().manual_seed(settings.seed)
 
-        # ---------------- 1. FID/KID: beta drawn from the training distribution of pseudo-labels
-        pseudo = load_pseudo_labels(context.root, "celeba")
-        train_beta = pseudo["beta"][pseudo["split"] == "train"]
+        # ---------------- 1. FID/KID: (beta, kept) drawn from the training distribution of pseudo-labels
+        frame = read_manifest(set_folder(context.root, "celeba"))
+        train = self.celeba_conditions(context.root, self.params, frame[frame["split"] == "train"])
         rng = np.random.default_rng(settings.seed)
-        requested = torch.from_numpy(train_beta[rng.integers(len(train_beta), size=settings.n_samples)])
+        requested = torch.from_numpy(train[rng.integers(len(train), size=settings.n_samples)])
         fakes = torch.cat([self.generate(chunk, generator=generator).float().cpu()
                            for chunk in requested.split(settings.batch_size)])
         result = context.fid_kid(fakes, ("celeba", "test"))
 
-        # ---------------- 2. beauty control and identity along strips
-        z = torch.randn(own.strips, self.params.z_dim, generator=generator)
-        strips = torch.cat([self.strips(chunk, own.levels).float().cpu()
-                            for chunk in z.split(max(1, settings.batch_size // own.levels))])
-        asked = self.levels(own.levels).mean(1).cpu().numpy()
+        # ---------------- 2. beauty control and identity along strips (strip_conditions: each row its own
+        # combination of kept values, so `asked` is per row)
+        z = torch.randn(own.strips, self.params.z_dim, generator=generator).repeat_interleave(own.levels, 0)
+        conditions = self.strip_conditions(own.strips, own.levels)
+        strips = torch.cat([self.generate(c, zz).float().cpu()
+                            for c, zz in zip(conditions.split(settings.batch_size), z.split(settings.batch_size))])
+        asked = conditions[:, :self.params.raters].mean(1).view(own.strips, own.levels).numpy()
         result.update(beauty_control(asked, judge.beauty(strips).reshape(own.strips, own.levels)))
         result.update(strip_identity(judge.dlib(strips).reshape(own.strips, own.levels, -1)))
         context.save_grid(strips[:8 * own.levels], [f"z{r}" for r in range(min(8, own.strips))],

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.methods.base import CelebAAttributeData, GANMethod, Metric
-from facegan.methods.nets import Generator, down_trunk, sn_linear
+from facegan.methods.nets import Generator, down_trunk, signed, sn_linear
 
 
 class Discriminator(nn.Module):
@@ -84,9 +84,7 @@ class CGAN(CelebAAttributeData, GANMethod):
         self.attributes = list(params.attributes)
         self.condition_names = self.attributes
 
-    @staticmethod
-    def condition(labels: torch.Tensor) -> torch.Tensor:
-        return labels.float() * 2 - 1
+    condition = staticmethod(signed)
 
     def train_step(self, batch, step, generator):
         x_real, c_real = batch["image"], self.condition(batch["attributes"])

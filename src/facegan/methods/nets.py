@@ -115,6 +115,11 @@ def down_trunk(width: int, size: int) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*[DownBlock(channels[i], channels[i + 1]) for i in range(blocks)]), channels[blocks]
 
 
+def signed(labels: torch.Tensor) -> torch.Tensor:
+    """Binary attributes (0 / 1, or in between) as the generators read them: -1 / +1."""
+    return labels.float() * 2 - 1
+
+
 class Generator(nn.Module):
     """DCGAN generator with conditional batch norm on [z, c] (cgan, beholder): 4 x 4 x 8w -> size, tanh."""
 

@@ -8,7 +8,8 @@ from facegan.metrics.identity import DLIB_THRESHOLD
 
 
 def beauty_control(asked: np.ndarray, predicted: np.ndarray) -> dict:
-    """asked (L,): mean beta of each level; predicted (S, L): the ensemble's beauty of strip s at level l.
+    """asked (L,) or (S, L): mean beta of each level (per strip where strips ask different levels);
+    predicted (S, L): the ensemble's beauty of strip s at level l.
 
     beauty_spearman pools every (z, level) pair: the literal, strictest reading
     (different z differ in beauty too); within_z asks whether the SAME face
@@ -16,14 +17,15 @@ def beauty_control(asked: np.ndarray, predicted: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
     strips, levels = predicted.shape
-    within = [spearmanr(asked, row).statistic for row in predicted]
+    asked = np.broadcast_to(asked, predicted.shape)
+    within = [spearmanr(a, row).statistic for a, row in zip(asked, predicted)]
     return {
-        "beauty_spearman": float(spearmanr(np.tile(asked, strips), predicted.ravel()).statistic),
+        "beauty_spearman": float(spearmanr(asked.ravel(), predicted.ravel()).statistic),
         "beauty_spearman_within_z": float(np.nanmean(within)),
-        "beauty_spearman_levels": float(spearmanr(asked, predicted.mean(0)).statistic),
+        "beauty_spearman_levels": float(spearmanr(asked.mean(0), predicted.mean(0)).statistic),
         "beauty_predicted_low": float(predicted[:, 0].mean()),
         "beauty_predicted_high": float(predicted[:, -1].mean()),
-        "beauty_asked_low": float(asked[0]), "beauty_asked_high": float(asked[-1]),
+        "beauty_asked_low": float(asked[:, 0].mean()), "beauty_asked_high": float(asked[:, -1].mean()),
     }
 
 
