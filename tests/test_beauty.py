@@ -195,6 +195,24 @@ def test_pivotal_tuning_draws_the_photo_closer_and_beta_still_acts(tmp_path, lon
     assert (method.regenerate(tuned, 1.0) - method.regenerate(tuned, 0.0)).abs().mean() > 1e-3
 
 
+def test_pivotal_tuning_edit_term_keeps_gs_change_under_beta(tmp_path, london_face, facenet):
+    """The edit term (inversion.tune_edit): the tuned G's change from beta to beta + 1 sd stays nearer G's own
+    change than without it, and the tuned G still draws the photo closer than G at the pivot."""
+    trainer = train(tmp_path, 2, method="beholder", widened={"g_width": 16})
+    method = trainer.method.eval()
+    photos = torch.cat([to_tensor(london_face[None]), to_tensor(london_face[None]).flip(3)])
+    runs = {w: method.invert(photos, facenet, torch.Generator().manual_seed(0),
+                             InversionParams(steps=3, tune_steps=30, tune_lr=1e-3, tune_edit=w)) for w in (0.0, 10.0)}
+    plain = dict(runs[0.0], tuned=None)
+    g_change = method.regenerate(plain, 1.0) - method.regenerate(plain, 0.0)
+
+    def edit_error(r):
+        return (method.regenerate(r, 1.0) - method.regenerate(r, 0.0) - g_change).pow(2).mean((1, 2, 3))
+    assert (edit_error(runs[10.0]) < 0.5 * edit_error(runs[0.0])).all()
+    error = (method.regenerate(runs[10.0], 0.0) - photos).pow(2).mean((1, 2, 3))
+    assert (error < (method.regenerate(plain, 0.0) - photos).pow(2).mean((1, 2, 3))).all()
+
+
 def test_pivotal_tuning_names_its_layers_on_a_bad_tune_from(tmp_path):
     method = train(tmp_path, 1, method="beholder").method
     with pytest.raises(RequestError, match="tune_from 'blocks.9'.*fc, blocks.0"):
@@ -258,12 +276,15 @@ def test_beautify_a_photo(beholder_project, london_photo, monkeypatch, capsys):
     monkeypatch.chdir(beholder_project)
     out = beholder_project / "out" / "beautified.png"
     assert cli.main(["beautify", str(london_photo), "--delta", "1.0", "--out", str(out), "--steps", "3",
-                     "--starts", "2", "--tune-steps", "5"]) == 0
+                     "--starts", "2", "--tune-steps", "5", "--tune-edit", "2"]) == 0
     assert out.exists() and (out.parent / "beautified_compare.png").exists()
     assert "predicted beauty" in capsys.readouterr().out
     assert cli.main(["beautify", str(london_photo), "--out", str(out), "--tune-steps", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--tune-steps -1: expected 0" in err and "Traceback" not in err
+    assert cli.main(["beautify", str(london_photo), "--out", str(out), "--tune-edit", "-0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--tune-edit -0.5: expected 0 (off)" in err and "Traceback" not in err
 
 
 def test_generate_beauty_strips(beholder_project, monkeypatch, capsys):

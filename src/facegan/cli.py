@@ -272,7 +272,7 @@ def paste_into_photo(path: Path, target: Path, done: list, changes: bool = False
 
 def inversion_settings(args):
     """Beautification's inversion: evaluate.beholder.inversion of params.yaml (defaults without one),
-    with --steps / --starts / --tune-steps where given."""
+    with --steps / --starts / --tune-steps / --tune-edit where given."""
     import dataclasses
 
     from facegan.config import InversionParams
@@ -286,6 +286,10 @@ def inversion_settings(args):
         if args.tune_steps < 0:
             raise UserError(f"--tune-steps {args.tune_steps}: expected 0 (none, the paper) or more")
         chosen["tune_steps"] = args.tune_steps
+    if args.tune_edit is not None:
+        if args.tune_edit < 0:
+            raise UserError(f"--tune-edit {args.tune_edit:g}: expected 0 (off) or more")
+        chosen["tune_edit"] = args.tune_edit
     return dataclasses.replace(inversion, **chosen, **({"init": "random"} if args.random_init else {}))
 
 
@@ -547,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     beautify.add_argument("--tune-steps", type=int, default=None,
                           help="pivotal-tuning steps of G per photo after the search (default: "
                                "evaluate.beholder.inversion; 0: regenerate from G itself, the paper)")
+    beautify.add_argument("--tune-edit", type=float, default=None,
+                          help="weight of the edit term while tuning: the tuned G keeps G's own change under "
+                               "beta (default: evaluate.beholder.inversion; 0: off)")
     beautify.add_argument("--seed", type=int, default=0)
     add_residual(beautify)
     edit = photo_command(sub, "edit", "Fader Networks: slide attributes of faces in photos",

@@ -78,7 +78,8 @@ probe on E(x) linear Male, Young, MLP Male):
 6 minutes (~1,260 steps): 18.6 / 1.00, 0.98 / 0.44 / 0.92, 0.68, 0.84 in an experiment, 19.8 / 1.00,
 0.98 / 0.46 / 0.92, 0.67 in the default run from a fresh clone: the swaps take at the slider values, and
 reconstruction (loss still falling, ~0.06 -> 0.045 over the last 1,000 steps) and invariance move little
-with the budget; the default gives Fader 11.75 minutes since issue 19 freed the evaluations' time.
+with the budget; the default gives Fader 11.5 minutes since issue 19 freed the evaluations' time (11.75 until Beholder's
+edit term took 20 s of evaluate@beholder).
 At alpha = 1 - y the swaps take less (3 minutes: Male 0.77, Young 0.62; 6: 0.81, 0.51). The
 latent discriminator (test accuracy ~0.62, majority rate 0.61) is fooled,
 E(x) is not invariant, and reconstructions are blurred: PSNR >= 21,
@@ -405,6 +406,11 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
     def decode(self, latent: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.Dec.eval()(latent, y.to(latent.device).float())
 
+    def decode_batched(self, latents: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """decode in chunks of `batch`, gathered on the CPU in fp32."""
+        return torch.cat([self.decode(latents[i:i + batch], y[i:i + batch]).float().cpu()
+                          for i in range(0, len(latents), batch)])
+
     @torch.no_grad()
     def sliders(self, photo: torch.Tensor, y: torch.Tensor, attribute: int, values) -> torch.Tensor:
         """One photo (3, H, W) with attribute `attribute` slid through `values`, the others at y."""
@@ -431,9 +437,7 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             for alpha in ALPHA_CURVE:
                 wanted = y.clone()
                 wanted[:, k] = float(alpha)
-                decoded = torch.cat([self.decode(latents[i:i + batch], wanted[i:i + batch]).float().cpu()
-                                     for i in range(0, len(latents), batch)])
-                present = judge.predict(decoded)[:, column] >= 0.5
+                present = judge.predict(self.decode_batched(latents, wanted, batch))[:, column] >= 0.5
                 for had in (0, 1):
                     chosen = labels[:, k] == had
                     if chosen.any():
@@ -512,7 +516,7 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
         latents = torch.cat([self.encode(photos[i:i + batch]) for i in chunks])
 
         def decoded(wanted):
-            return torch.cat([self.decode(latents[i:i + batch], wanted[i:i + batch]).float().cpu() for i in chunks])
+            return self.decode_batched(latents, wanted, batch)
 
         result = {"test_faces": len(photos)}
         # ---------------- 1. reconstruction with the true attributes
