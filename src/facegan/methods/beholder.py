@@ -485,7 +485,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         with torch.no_grad():
             final = losses(z, c, kept, torch.arange(n, device=device))
         z, c = z.detach(), c.detach()
-        tuned = self.pivotal_tuning(photos, z, self.g_condition(c, kept), inversion) if inversion.tune_steps else None
+        tuned = self.pivotal_tuning(photos, z, c, kept, inversion) if inversion.tune_steps else None
         return {"z": z, "c": c, "kept": kept, "beta": c * self.beta_std + self.beta_mean, "loss": final,
                 "tuned": tuned}
 
@@ -539,43 +539,42 @@ class BeholderGAN(GANMethod, TransformMethod):
             return functional_call(decoder, {**shared, **{f"G.{k}": v for k, v in weights.items()}}, (x[None], cond))[0]
         return vmap(one_from)(tuned, x, z, condition)
 
-    def pivotal_tuning(self, photos: torch.Tensor, z: torch.Tensor, condition: torch.Tensor, inversion) -> dict:
-        """Pivotal tuning (Roich et al. 2021, PTI): with the recovered (z, c) fixed as the pivot (`condition`:
-        g_condition of c and the kept values), Adam moves a
-        copy of G's weights per photo for `tune_steps` on the pixel MSE ||x - G_x(z, c)||^2, so that G_x draws
+    def pivotal_tuning(self, photos: torch.Tensor, z: torch.Tensor, c: torch.Tensor, kept: torch.Tensor,
+                       inversion) -> dict:
+        """Pivotal tuning (Roich et al. 2021, PTI): with the recovered (z, c) and kept values fixed as the
+        pivot, Adam moves a copy of G's weights per photo for `tune_steps` on the pixel MSE ||x - G_x(z, c)||^2, so that G_x draws
         this person; beautification is then G_x(z, c + delta). PTI's loss is L2 + LPIPS with a locality
         term; LPIPS's weights are not obtainable offline. PTI tunes all of G; here the layers from
-        `tune_from` on, and never the conditional norms' maps (`tunable`)."""
+        `tune_from` on, and never the conditional norms' maps (`tunable`); with `tune_edit`, the edit term too."""
+        condition = self.g_condition(c, kept)
         names = self.tunable(inversion.tune_from)
         weights = dict(self.G_ema.named_parameters())
         tuned = {k: weights[k].detach().float().expand(len(photos), *weights[k].shape).clone().requires_grad_()
                  for k in names}
         prefix = self.frozen_prefix(tuned, z, condition)
         optimizer = torch.optim.Adam(tuned.values(), lr=inversion.tune_lr)
-        G = self.G_ema.eval()
-        with torch.no_grad():
-            pivot = G(z, condition).float()
-        edits = torch.Generator().manual_seed(0)    # the edit term's d, the same for every run
+        if inversion.tune_edit:
+            with torch.no_grad():
+                pivot = self.G_ema.eval()(z, condition).float()
+            edits = torch.Generator().manual_seed(0)    # the edit term's d, the same for every run
         for _ in range(inversion.tune_steps):
             drawn = self.tuned_forward(tuned, z, condition, prefix).float()
             loss = (drawn - photos).pow(2).mean((1, 2, 3)).sum()
             if inversion.tune_edit:
                 d = 2 * torch.rand(len(z), 1, generator=edits).to(z.device)
-                loss = loss + inversion.tune_edit * self.edit_loss(tuned, z, condition, d, drawn, pivot)
+                raised = self.g_condition(c + d, kept)
+                loss = loss + inversion.tune_edit * self.edit_loss(tuned, z, raised, drawn, pivot)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return {k: v.detach() for k, v in tuned.items()}
 
-    def edit_loss(self, tuned: dict, z: torch.Tensor, condition: torch.Tensor, d: torch.Tensor,
-                  drawn: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+    def edit_loss(self, tuned: dict, z: torch.Tensor, raised: torch.Tensor, drawn: torch.Tensor,
+                  pivot: torch.Tensor) -> torch.Tensor:
         """The edit term (ours; PTI's locality regulariser applied along beta): the tuned G's change under
         beta + d keeps G's, ||(G_x(z, c + d) - G_x(z, c)) - (G(z, c + d) - G(z, c))||^2 (pixel mean per
-        photo, summed), d (N, 1) in sd of every rater (pivotal_tuning draws U(0, 2) per photo and step);
-        drawn = G_x(z, c), pivot = G(z, c); the kept values hold."""
-        k = self.params.raters
-        raised = condition.clone()
-        raised[:, :k] = condition[:, :k] + d / k ** 0.5        # g_condition reads c / sqrt(K)
+        photo, summed), with raised = g_condition(c + d, kept), d in sd of every rater (pivotal_tuning draws
+        U(0, 2) per photo and step), drawn = G_x(z, c), pivot = G(z, c)."""
         with torch.no_grad():
             target = self.G_ema.eval()(z, raised).float() - pivot
         moved = self.tuned_forward(tuned, z, raised).float() - drawn
