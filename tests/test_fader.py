@@ -9,7 +9,8 @@ import torch
 
 from facegan import cli
 from facegan.methods import build_method
-from facegan.methods.fader import adversarial_nll, attribute_channels, attribute_nll, lambda_e_at
+from facegan.methods.fader import FaderNetwork, adversarial_nll, attribute_channels, attribute_nll, lambda_e_at
+from facegan.methods.nets import MatmulConv2d, MatmulConvTranspose2d
 from facegan.metrics.attributes import AttributeClassifier, save as save_judge
 from facegan.train.data import InMemoryBatches
 from facegan.train.loop import step_generator
@@ -270,3 +271,38 @@ def test_invariance_terms_are_near_zero_for_one_distribution_and_grow_with_the_g
     assert alike[1] < 0.2, alike   # the MMD's V-statistic keeps a floor (0.12 here) from its diagonal
     assert apart[0] > alike[0] + 0.01 and far[0] > 2 * alike[0], (alike, apart, far)
     assert apart[1] > 10 * alike[1] and far[1] > 5 * apart[1], (alike, apart, far)
+
+
+@pytest.mark.parametrize("layer, matmul, side", [(torch.nn.Conv2d, MatmulConv2d, 4), (torch.nn.Conv2d, MatmulConv2d, 5),
+                                                 (torch.nn.ConvTranspose2d, MatmulConvTranspose2d, 2),
+                                                 (torch.nn.ConvTranspose2d, MatmulConvTranspose2d, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matmul_convolutions_are_the_same_function_and_weights(layer, matmul, side, channels_last):
+    """The few-pixel layers Fader runs as matmuls compute what nn.Conv2d / nn.ConvTranspose2d compute, input and
+    weight gradients included, from the same state dict (odd sides too, and channels_last input)."""
+    torch.manual_seed(0)
+    reference, fast = layer(6, 5, 4, 2, 1), matmul(6, 5, 4, 2, 1)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 6, side, side)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    outputs, grads = [], []
+    for net in (reference, fast):
+        y = net(x)
+        outputs.append(y)
+        grads.append(torch.autograd.grad(y.pow(2).sum(), [x, net.weight, net.bias]))
+    assert outputs[0].shape == outputs[1].shape
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_fader_runs_its_few_pixel_layers_as_matmuls():
+    """Only the layers with a map of side <= 2 (E's last, Dec's first, the latent discriminator's): the rest stay
+    oneDNN convolutions, which are faster on larger maps."""
+    params = tiny_params()
+    method = FaderNetwork(dataclasses.replace(params.train.fader, width=8, max_width=32), params.train.common, 64)
+    kinds = [type(m).__name__ for m in method.E.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert kinds == ["Conv2d"] * 4 + ["MatmulConv2d"]
+    kinds = [type(m).__name__ for m in method.Dec.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert kinds == ["MatmulConvTranspose2d"] + ["ConvTranspose2d"] * 4
+    assert any(isinstance(m, MatmulConv2d) for m in method.LD.modules())

@@ -480,6 +480,8 @@ class InversionParams:
                                                   #   earlier run once for every copy (PTI: all of G; beholder.py)
     tune_edit: float = bounded(3.0, 0.0, 1000.0)  # weight of the edit term: the tuned G keeps G's own change
                                                   #   under beta (PTI's locality idea applied to beta; beholder.py)
+    tune_feature: float = bounded(0.0, 0.0, 1000.0)  # weight of FaceNet's embedding distance while tuning
+                                                  #   (PTI's perceptual term: LPIPS there; 0 = pixels alone)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegan.methods.nets import MatmulConv2d, MatmulConvTranspose2d
 from facegan.methods.base import (CelebAAttributeData, Metric, RequestError, TransformMethod, Transformed,
                                   residual_composition, unwrap)
 
@@ -129,17 +130,26 @@ EVAL_SLIDER = np.linspace(-1, 2, 8)   # slider values in the report's strips (th
 ALPHA_CURVE = np.linspace(-1, 2, 7)   # slider values of the swap curve (alpha_curve.png)
 
 
+SMALL_MAP = 2   # a layer whose smaller map has at most this side runs as a matmul (nets.MatmulConv2d: same
+                # function and weights; oneDNN's convolution is slow on few-pixel, many-channel maps)
+
+
+def conv_down(cin: int, cout: int, side_out: int) -> nn.Conv2d:
+    """Conv 4x4 stride 2 to a side_out x side_out map."""
+    return (MatmulConv2d if side_out <= SMALL_MAP else nn.Conv2d)(cin, cout, 4, 2, 1)
+
+
 def attribute_channels(y: torch.Tensor) -> torch.Tensor:
     """(N, A) values -> (N, 2A) one-hot pairs (1 - y_a, y_a), the decoder's condition."""
     return torch.stack([1 - y, y], 2).flatten(1)
 
 
 class Encoder(nn.Module):
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], image_size: int = 64):
         super().__init__()
         blocks, cin = [], 3
         for i, cout in enumerate(widths):
-            blocks.append(nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1),
+            blocks.append(nn.Sequential(conv_down(cin, cout, image_size >> (i + 1)),
                                         nn.BatchNorm2d(cout) if i > 0 else nn.Identity(),
                                         nn.LeakyReLU(0.2)))
             cin = cout
@@ -152,7 +162,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Mirror of the encoder; the 2A attribute channels join the input of every layer."""
 
-    def __init__(self, widths: list[int], n_attr: int, upsample: str = "transpose"):
+    def __init__(self, widths: list[int], n_attr: int, upsample: str = "transpose", latent_size: int = 2):
         super().__init__()
         self.n_condition = 2 * n_attr
         outs = list(reversed(widths[:-1])) + [3]
@@ -160,7 +170,8 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList()
         for i, cout in enumerate(outs):
             last = i == len(outs) - 1
-            step = (nn.ConvTranspose2d(cin + self.n_condition, cout, 4, 2, 1) if upsample == "transpose" else
+            transpose = MatmulConvTranspose2d if latent_size << i <= SMALL_MAP else nn.ConvTranspose2d
+            step = (transpose(cin + self.n_condition, cout, 4, 2, 1) if upsample == "transpose" else
                     nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                   nn.Conv2d(cin + self.n_condition, cout, 3, 1, 1)))
             self.blocks.append(nn.Sequential(step, nn.Identity() if last else nn.BatchNorm2d(cout),
@@ -184,7 +195,7 @@ class LatentDiscriminator(nn.Module):
         conv = [nn.Dropout(dropout)]
         side, cin = latent_size, channels
         while side > 1:   # C512 blocks down to 1 x 1 (one for the paper's 2 x 2 latent map)
-            conv += [nn.Conv2d(cin, hidden, 4, 2, 1), nn.BatchNorm2d(hidden), nn.LeakyReLU(0.2)]
+            conv += [conv_down(cin, hidden, side // 2), nn.BatchNorm2d(hidden), nn.LeakyReLU(0.2)]
             side, cin = side // 2, hidden
         self.conv = nn.Sequential(*conv)
         self.head = nn.Sequential(nn.Linear(cin, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * n_attr))
@@ -291,8 +302,8 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
             raise ValueError(f"train.fader.latent_size = {params.latent_size} must divide the image side "
                              f"{image_size} by a power of two")
         widths = [min(params.width * 2 ** i, params.max_width) for i in range(blocks)]
-        self.E = Encoder(widths)
-        self.Dec = Decoder(widths, len(self.attributes), params.upsample)
+        self.E = Encoder(widths, image_size)
+        self.Dec = Decoder(widths, len(self.attributes), params.upsample, params.latent_size)
         self.LD = LatentDiscriminator(widths[-1], params.latent_size, len(self.attributes))
         self.root = None   # the project, for the attribute judge that reads a photo's own attributes (setup)
         # (latent, y) of the last `replay` batches, for the extra latent-discriminator steps; not saved

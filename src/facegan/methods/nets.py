@@ -15,6 +15,44 @@ def sn_linear(cin: int, cout: int, bias: bool = True) -> nn.Module:
     return spectral_norm(nn.Linear(cin, cout, bias=bias))
 
 
+class MatmulConv2d(nn.Conv2d):
+    """nn.Conv2d (groups 1, zero padding) computed as unfold + one matmul: the same function and parameters
+    (a drop-in: state dicts are interchangeable). For a few-pixel map with many channels, e.g. Fader's
+    512 x 4 x 4 -> 2 x 2 layers, oneDNN's convolution (its backward above all) runs far below the matmul rate:
+    at batch 64 on 2 AMX cores, forward + backward of Conv2d(256, 512, 4, 2, 1) on a 4 x 4 map took ~26 ms in
+    bf16, ~25x its FLOPs at the matmul rate (benchmarks/train_throughput.py measures the methods whole)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups != 1 or self.padding_mode != "zeros":
+            raise ValueError("MatmulConv2d: groups 1 and zero padding only")
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        # one (N L, C k k) x (C k k, O) product, so the weight's gradient is one matmul too, not N small ones
+        columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride).transpose(1, 2)
+        out = F.linear(columns.reshape(n * out_h * out_w, -1), self.weight.flatten(1), self.bias)
+        return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)   # channels_last in memory
+
+
+class MatmulConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d (groups 1) as one matmul and a fold (col2im, summed in fp32): the same function and
+    parameters, for the few-pixel maps where oneDNN's transposed convolution is slow (MatmulConv2d)."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if self.groups != 1 or output_size is not None:
+            raise ValueError("MatmulConvTranspose2d: groups 1 and no output_size only")
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        oh, ow = self.output_padding
+        out_h, out_w = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oh + 1, (w - 1) * sw - 2 * pw + dw * (kw - 1) + ow + 1
+        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)                              # N L, C
+        columns = F.linear(pixels, self.weight.flatten(1).t()).view(n, h * w, -1).transpose(1, 2)   # N, O k k, L
+        out = F.fold(columns.float(), (out_h, out_w), self.kernel_size, self.dilation, self.padding, self.stride)
+        if self.bias is not None:
+            out = out + self.bias[:, None, None].float()
+        return out.to(columns.dtype)
+
+
 class ConditionalBatchNorm(nn.Module):
     """BatchNorm whose scale and shift are linear in a condition vector (de Vries et al. 2017)."""
 
