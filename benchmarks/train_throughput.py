@@ -52,8 +52,8 @@ def trainer_for(name: str, params, root: Path, compiled: bool) -> Trainer:
     own = getattr(params.train, name)
     size = getattr(own, "size", 0) or params.align.size
     method = build_for_training(name, params, size)
-    # 128 at least: DTN fits f_components (64) principal axes of its targets' f
-    data = method_class(name).synthetic_data(own, max(4 * method.batch_size, 128), size)
+    # 256 at least: DTN (n // 2 targets) fits f_components (64) principal axes of its targets' f
+    data = method_class(name).synthetic_data(own, max(4 * method.batch_size, 256), size)
     batches = make_batches(data, method.batch_size, 0, flip=method.flip_augment,
                            channels_last=params.train.common.channels_last)
     trainer = Trainer(method, batches, root / "models" / name, root / "reports" / name, Context(), root=root)
