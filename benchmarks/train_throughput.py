@@ -6,8 +6,9 @@ networks on top; achieved FLOP/s as a fraction of a bf16 matmul measured in the 
 
 Each method trains at its default params (params.yaml: widths, batch size, resolution) on random
 data of its training set's form (`synthetic_data`), through the training loop's own step
-(`Trainer.one_step`). DTN's f and TP-GAN's L_ip use FaceNet with random weights: the same FLOPs
-as the converted one, so no pipeline data is needed. FLOPs per step (forward and backward) come
+(`Trainer.one_step`), from the step where its main phase starts (`Method.steady_step`: DTN's L_TID
+warm-up and GeoGAN's D-head and landmark warm-up run only part of the method). DTN's f and TP-GAN's
+L_ip use FaceNet with random weights: the same FLOPs as the converted one, so no pipeline data is needed. FLOPs per step (forward and backward) come
 from torch.utils.flop_counter, counted once per method; timing on a shared machine is noisy, so
 read the ratios, which are measured side by side.
 """
@@ -57,6 +58,7 @@ def trainer_for(name: str, params, root: Path, compiled: bool) -> Trainer:
     batches = make_batches(data, method.batch_size, 0, flip=method.flip_augment,
                            channels_last=params.train.common.channels_last)
     trainer = Trainer(method, batches, root / "models" / name, root / "reports" / name, Context(), root=root)
+    trainer.step = method.steady_step()   # time the main phase's steps, not a warm-up's partial ones
     if compiled:
         for attribute, net in method.trainable().items():
             setattr(method, attribute, torch.compile(net))

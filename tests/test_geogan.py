@@ -217,12 +217,28 @@ def test_landmark_term_moves_the_dense_flow_and_the_mask_stays_open():
     assert parts["mask"].mean() > 0.2
 
 
-def test_instance_norm_is_instance_norm():
-    """nets.NORMS["instance"] (GroupNorm, one channel per group, for speed) computes InstanceNorm2d(affine=True)."""
+def test_instance_norm_is_instance_norm_in_its_input_layout():
+    """nets.NORMS["instance"] computes GroupNorm(c, c) with the same parameters (the earlier implementation,
+    so its state dicts load), gradients included, and returns channels_last for channels_last input."""
     from facegan.methods.nets import NORMS
 
+    norm, reference = NORMS["instance"](8), torch.nn.GroupNorm(8, 8)
+    with torch.no_grad():
+        reference.weight.normal_()
+        reference.bias.normal_()
+    norm.load_state_dict(reference.state_dict())
     x = torch.randn(4, 8, 16, 16)
-    assert torch.allclose(NORMS["instance"](8)(x), torch.nn.InstanceNorm2d(8, affine=True)(x), atol=1e-5)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        ours = x.clone().to(memory_format=layout).requires_grad_()
+        theirs = x.clone().requires_grad_()
+        out = norm(ours)
+        assert out.is_contiguous(memory_format=layout)
+        assert torch.allclose(out, reference(theirs), atol=1e-5)
+        weights = torch.randn_like(x)
+        (out * weights).sum().backward()
+        (reference(theirs) * weights).sum().backward()
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
+    assert torch.allclose(norm.weight.grad, reference.weight.grad, atol=1e-3)
 
 
 def dotted_faces(rng, n: int, shift: tuple[float, float] = (0.0, 0.0), mouth_square: bool = False):
@@ -387,3 +403,16 @@ def test_mask_sparsity_is_free_up_to_the_attributes_area_and_outputs_are_moving_
         outputs[decay] = (method.transfer(batch["image"], batch["ref_image"])["output"], trained)
     assert torch.allclose(*outputs[0.0], atol=1e-6)
     assert not torch.allclose(*outputs[0.9], atol=1e-3)
+
+
+def test_steady_step_is_where_the_game_starts():
+    """Method.steady_step (where benchmarks/train_throughput.py times the step): before it GeoGAN's warm-up
+    leaves G's losses out (NaN); from it every loss is computed and the refinement is on."""
+    method = build_method("geogan", geogan_params(warmup=3, refine_start=2))
+    method.optimizers = method.configure_optimizers()
+    batches = make_batches(tiny_data(method="geogan"), 8, 0, flip=False)
+    assert method.steady_step() == 5
+    assert np.isnan(step_once(method, batches, 0)["loss_adv"])
+    losses = step_once(method, batches, method.steady_step())
+    assert all(np.isfinite(v) for v in losses.values())
+    assert float(method.refine.weight) == pytest.approx(method.params.refine_weight)

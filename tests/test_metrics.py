@@ -149,6 +149,9 @@ def test_identity_preservation_against_its_ceiling():
     assert kept["identity_acc"] == kept["identity_ceiling"] > 0.95
     lost = identity.identity_preservation(rng.normal(size=(50, 128)) * 3, sources, gallery, people)
     assert lost["identity_acc"] < 0.75 and lost["identity_ceiling"] > 0.95
+    # a binomial standard error over the 100 pairs: 0.5 accuracy gives 0.05, a perfect one 0
+    assert kept["identity_pairs"] == 100 and kept["identity_acc_se"] < 0.03
+    assert 0.03 < lost["identity_acc_se"] <= 0.05
 
 
 def test_dlib_descriptors_tell_people_apart(faces):

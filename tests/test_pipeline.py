@@ -133,8 +133,8 @@ def test_dvc_repro_tiny(tiny_run):
         assert pseudo["beta"].min() >= 1 and pseudo["beta"].max() <= 7
     beholder = metrics["beholder"]
     assert {"fid", "kid", "beauty_spearman", "beauty_spearman_within_z", "strip_neighbours_same_rate",
-            "beautify_rise_rate", "identity_acc_beautified", "identity_acc_reconstruction",
-            "identity_ceiling"} <= set(beholder)
+            "beautify_rise_rate", "beautify_rise_rate_se", "identity_acc_beautified", "identity_acc_beautified_se",
+            "identity_acc_reconstruction", "identity_ceiling"} <= set(beholder)
     assert all((repo / "reports/eval/beholder" / name).exists() for name in ("beauty_strips.png",
                                                                             "beautification.png"))
 

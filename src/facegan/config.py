@@ -256,7 +256,7 @@ class TrainCommonParams:
     channels_last: bool = True
     seed: int = bounded(0, 0)
     batch_size: int = bounded(64, 1, 8192)   # per process
-    max_steps: int = bounded(4000, 1)
+    max_steps: int = bounded(100_000, 1)   # a cap: max_minutes binds at the default params
     max_minutes: float = bounded(9.5, 0.0)   # wall-clock budget; stops cleanly and saves
     checkpoint_every: int = bounded(500, 1)
     sample_every: int = bounded(500, 1)

@@ -232,6 +232,12 @@ class Method(nn.Module, ABC):
     def after_step(self, step: int) -> None:
         """Hook for EMA updates and schedules."""
 
+    def steady_step(self) -> int:
+        """The first step of the training's main phase, after any warm-up phase whose steps run only part of
+        the method (DTN's L_TID alone, GeoGAN's D head and landmark estimator alone): where a benchmark of the
+        step rate starts."""
+        return 0
+
     def progress_probe(self, root: Path, labels: torch.Tensor | None, n: int) -> Callable[[], dict[str, float]] | None:
         """A cheap quality figure of the model in training, on a small fixed set (n samples or test faces)
         chosen here once: the loop calls the returned function while training, within a small share of
@@ -358,8 +364,8 @@ class GANMethod(GeneratorMethod):
 
     def configure_optimizers(self):
         p = self.params
-        return {"G": torch.optim.Adam(unwrap(self.G).parameters(), p.lr_g, betas=(p.beta1, p.beta2)),
-                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr_d, betas=(p.beta1, p.beta2))}
+        return {"G": adam(unwrap(self.G).parameters(), p.lr_g, (p.beta1, p.beta2)),
+                "D": adam(unwrap(self.D).parameters(), p.lr_d, (p.beta1, p.beta2))}
 
     def after_step(self, step):
         self.ema.update(unwrap(self.G), step)
@@ -399,10 +405,17 @@ class EMA:
         """decay_t = min(decay, (1 + t) / (10 + t)): early on the average follows the
         network instead of remembering its random initialisation."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for target, source in zip(self.shadow.parameters(), net.parameters()):
-            target.lerp_(source.detach().float().to(target.dtype), 1 - decay)
-        for target, source in zip(self.shadow.buffers(), net.buffers()):
-            target.copy_(source)
+        averaged, buffers = list(self.shadow.parameters()), list(self.shadow.buffers())
+        if averaged:   # the foreach kernels refuse empty lists
+            torch._foreach_lerp_(averaged, [p.detach() for p in net.parameters()], 1 - decay)
+        if buffers:
+            torch._foreach_copy_(buffers, list(net.buffers()))
+
+
+def adam(parameters, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam with the fused kernel: one pass over the weights per step instead of a dozen elementwise ones
+    (~15 % of Fader's step on 2 CPU cores; pivotal tuning's 32 copies of G: 19 -> 16 s for 30 steps)."""
+    return torch.optim.Adam(parameters, lr, betas=betas, fused=True)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -166,7 +166,7 @@ from torch import nn
 
 from facegan.devices import bf16_autocast
 from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
-                                  TransformMethod, Transformed, random_images, residual_composition, unwrap)
+                                  TransformMethod, Transformed, adam, random_images, residual_composition, unwrap)
 from facegan.methods.nets import Generator, down_trunk, signed, sn_linear, strided_layers
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
@@ -309,7 +309,7 @@ class BeholderGAN(GANMethod, TransformMethod):
     def configure_optimizers(self):
         optimizers = super().configure_optimizers()
         if self.E is not None:
-            optimizers["E"] = torch.optim.Adam(unwrap(self.E).parameters(), self.params.lr_e, betas=(0.9, 0.999))
+            optimizers["E"] = adam(unwrap(self.E).parameters(), self.params.lr_e)
         return optimizers
 
     def train_step(self, batch, step, generator):
@@ -563,7 +563,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         if inversion.tune_feature and (facenet is None or target is None):
             raise RequestError("inversion tune_feature needs FaceNet and f(photos): pass facenet and target")
         prefix = self.frozen_prefix(tuned, z, condition)
-        optimizer = torch.optim.Adam(tuned.values(), lr=inversion.tune_lr)
+        optimizer = adam(tuned.values(), inversion.tune_lr)
         if inversion.tune_edit:
             with torch.no_grad():
                 pivot = self.G_ema.eval()(z, condition).float()
@@ -772,7 +772,9 @@ class BeholderGAN(GANMethod, TransformMethod):
             residual[delta] = residual_composition(photos, beautified[delta], reconstruction)[0]
             beauty, beauty_residual = judge.beauty(beautified[delta]), judge.beauty(residual[delta])
             identity = check(beautified[delta])
-            table.append({"delta": delta, "rise_rate": float((beauty > beauty_photo).mean()),
+            rise = float((beauty > beauty_photo).mean())
+            table.append({"delta": delta, "rise_rate": rise,
+                          "rise_rate_se": float(np.sqrt(rise * (1 - rise) / len(photos))),
                           "rise_rate_vs_reconstruction": float((beauty > beauty_recon).mean()),
                           "beauty": float(beauty.mean()), **identity,
                           "rise_rate_residual": float((beauty_residual > beauty_photo).mean()),
@@ -788,7 +790,7 @@ class BeholderGAN(GANMethod, TransformMethod):
         at = by_delta.loc[float(own.delta)]
         return {
             "beautify_faces": check.faces, "beautify_delta": own.delta,
-            "beautify_rise_rate": float(at["rise_rate"]),
+            "beautify_rise_rate": float(at["rise_rate"]), "beautify_rise_rate_se": float(at["rise_rate_se"]),
             "beautify_rise_rate_vs_reconstruction": float(at["rise_rate_vs_reconstruction"]),
             "beautify_beauty_photo": float(beauty_photo.mean()),
             "beautify_beauty_reconstruction": float(beauty_recon.mean()),
@@ -796,6 +798,7 @@ class BeholderGAN(GANMethod, TransformMethod):
             "reconstruction_psnr": float(psnr(reconstruction, photos).mean()),
             "inversion_loss": float(recovered["loss"].mean()),
             "identity_acc_beautified": float(at["identity_acc"]),
+            "identity_acc_beautified_se": float(at["identity_acc_se"]),
             "identity_acc_reconstruction": recon["identity_acc"],
             "identity_ceiling": recon["identity_ceiling"],
             "identity_acc_beautified_at_fixed": float(at["identity_acc_at_fixed"]),
@@ -830,8 +833,10 @@ def plot_beautify_by_delta(table, identity_reconstruction: float, path) -> None:
     from facegan.reports import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(table["delta"], table["rise_rate"], "o-", label="predicted beauty rises (share of photos)")
-    ax.plot(table["delta"], table["identity_acc"], "s-", label="identity acc. (photo, beautified), dlib")
+    ax.errorbar(table["delta"], table["rise_rate"], yerr=table["rise_rate_se"], fmt="o-", capsize=3,
+                label="predicted beauty rises (share of photos; +- 1 standard error)")
+    ax.errorbar(table["delta"], table["identity_acc"], yerr=table["identity_acc_se"], fmt="s-", capsize=3,
+                label="identity acc. (photo, beautified), dlib")
     ax.plot(table["delta"], table["rise_rate_residual"], "o:", label="predicted beauty rises, --residual (photo + change)")
     ax.plot(table["delta"], table["identity_acc_residual"], "s:", label="identity acc., --residual")
     ax.axhline(identity_reconstruction, color="grey", ls="--", label="identity acc. (photo, reconstruction)")

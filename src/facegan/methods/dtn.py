@@ -188,7 +188,7 @@ from torch import nn
 
 from facegan.data.avatars import CHOSEN_PARTS, part_options, sample_part_indices
 from facegan.methods.base import (Metric, TrainingData, TransformMethod, Transformed,
-                                  random_images, random_unit, unwrap)
+                                  adam, random_images, random_unit, unwrap)
 from facegan.methods.nets import shift_and_blur, strided_layers, total_variation
 from facegan.pretrained.facenet import load_converted as load_fixed_f
 from facegan.devices import inference_autocast as autocast_like_training
@@ -576,9 +576,8 @@ class DomainTransferNetwork(TransformMethod):
 
     def configure_optimizers(self):
         p = self.params
-        return {"g": torch.optim.Adam(unwrap(self.g).parameters(), p.lr, betas=(p.beta1, 0.999), fused=True),
-                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.d_lr or p.lr, betas=(p.beta1, 0.999),
-                                      fused=True)}
+        return {"g": adam(unwrap(self.g).parameters(), p.lr, (p.beta1, 0.999)),
+                "D": adam(unwrap(self.D).parameters(), p.d_lr or p.lr, (p.beta1, 0.999))}
 
     def train_step(self, batch, step, generator):
         if self.f is None:
@@ -661,6 +660,9 @@ class DomainTransferNetwork(TransformMethod):
         """The mean f at const_layer of S's faces (kept_s) and of T's targets (kept_t), all of them."""
         self.const_means.copy_(torch.stack([kept_s.float().mean(0), kept_t.float().mean(0)]))
         self.const_means_fitted.fill_(True)
+
+    def steady_step(self) -> int:
+        return self.assign_steps() + self.params.tid_warmup
 
     def assign_steps(self) -> int:
         """How many first steps are assign_steps (parts generator with const_parts only)."""

@@ -121,9 +121,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.methods.nets import MatmulConv2d, MatmulConvTranspose2d
-from facegan.methods.base import (CelebAAttributeData, Metric, RequestError, TransformMethod, Transformed,
+from facegan.methods.base import (CelebAAttributeData, Metric, RequestError, TransformMethod, Transformed, adam,
                                   residual_composition, unwrap)
+from facegan.methods.nets import MatmulConv2d, MatmulConvTranspose2d
 
 CLIP_NORM = 5.0
 EVAL_SLIDER = np.linspace(-1, 2, 8)   # slider values in the report's strips (the paper's figures: [-1, 2])
@@ -317,9 +317,8 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
     def configure_optimizers(self):
         p = self.params
         autoencoder = list(unwrap(self.E).parameters()) + list(unwrap(self.Dec).parameters())
-        # fused: one kernel per step instead of a dozen elementwise passes (~15 % of a step here)
-        return {"AE": torch.optim.Adam(autoencoder, p.lr, betas=(p.beta1, 0.999), fused=True),
-                "LD": torch.optim.Adam(unwrap(self.LD).parameters(), p.lr, betas=(p.beta1, 0.999), fused=True)}
+        return {"AE": adam(autoencoder, p.lr, (p.beta1, 0.999)),
+                "LD": adam(unwrap(self.LD).parameters(), p.lr, (p.beta1, 0.999))}
 
     def lambda_e(self, step: int) -> float:
         p = self.params

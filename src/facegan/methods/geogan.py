@@ -132,7 +132,7 @@ from facegan.config import ConfigError
 from facegan.faces.flow import flow_at, thin_plate_flow, to_grid_coordinates, warp
 from facegan.faces.pose import IBUG_GROUPS
 from facegan.methods.base import (EMA, Metric, RequestError, TrainingData, TransformMethod,
-                                  Transformed, random_images, unwrap)
+                                  Transformed, adam, random_images, unwrap)
 from facegan.methods.nets import NORMS, EncoderDecoder, strided_layers, total_variation
 
 LANDMARKS = 68
@@ -328,8 +328,8 @@ class GeoGAN(TransformMethod):
     def configure_optimizers(self):
         p = self.params
         generators = [q for net in (self.flow, self.G, self.refine, self.F) for q in unwrap(net).parameters()]
-        return {"GF": torch.optim.Adam(generators, p.lr, betas=(p.beta1, 0.999)),
-                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr, betas=(p.beta1, 0.999))}
+        return {"GF": adam(generators, p.lr, (p.beta1, 0.999)),
+                "D": adam(unwrap(self.D).parameters(), p.lr, (p.beta1, 0.999))}
 
     def prepare(self, labels):
         """The landmark estimator starts at the training faces' mean shape (flow "landmarks")."""
@@ -361,6 +361,9 @@ class GeoGAN(TransformMethod):
     def after_step(self, step):
         for name, average in self.averages.items():
             average.update(unwrap(getattr(self, name)), step)
+
+    def steady_step(self) -> int:
+        return self.params.warmup + self.params.refine_start
 
     def train_step(self, batch, step, generator):
         p, opt = self.params, self.optimizers

@@ -144,7 +144,7 @@ from torch import nn
 from facegan.faces.flow import thin_plate_flow, to_grid_coordinates, warp
 from facegan.faces.pose import PATCHES, fit_yaw_model, patch_box, patch_centres, predict_landmarks
 from facegan.methods.base import (EMA, Framed, Metric, RequestError, TrainingData, TransformMethod, Transformed,
-                                  random_images, random_unit, unwrap)
+                                  adam, random_images, random_unit, unwrap)
 from facegan.methods.nets import strided_layers, total_variation
 
 # (height, width) of each local pathway's patch at 128 x 128 (the paper's sizes)
@@ -540,8 +540,8 @@ class TPGAN(TransformMethod):
 
     def configure_optimizers(self):
         p = self.params
-        return {"G": torch.optim.Adam(unwrap(self.G).parameters(), p.lr, betas=(p.beta1, 0.999)),
-                "D": torch.optim.Adam(unwrap(self.D).parameters(), p.lr, betas=(p.beta1, 0.999))}
+        return {"G": adam(unwrap(self.G).parameters(), p.lr, (p.beta1, 0.999)),
+                "D": adam(unwrap(self.D).parameters(), p.lr, (p.beta1, 0.999))}
 
     def noise(self, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
         return torch.randn(n, self.params.z_dim, generator=generator).to(device)

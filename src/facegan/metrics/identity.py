@@ -162,7 +162,10 @@ def identity_preservation(outputs: np.ndarray, source_index: np.ndarray, gallery
     k, source, partner, same = (np.array(c) for c in zip(*rows))
     transformed = np.linalg.norm(outputs[k] - gallery[partner], axis=1)
     untransformed = np.linalg.norm(gallery[source] - gallery[partner], axis=1)
-    result = {"identity_acc": cross_validated_accuracy(transformed, same, seed=seed)["accuracy"],
+    accuracy = cross_validated_accuracy(transformed, same, seed=seed)["accuracy"]
+    result = {"identity_acc": accuracy,
+              # binomial over pairs (a face's two pairs share its output, so a slight underestimate)
+              "identity_acc_se": float(np.sqrt(accuracy * (1 - accuracy) / len(same))),
               "identity_ceiling": cross_validated_accuracy(untransformed, same, seed=seed)["accuracy"],
               "identity_pairs": int(len(same))}
     if fixed_threshold is not None:
