@@ -8,9 +8,9 @@ Each method trains at its default params (params.yaml: widths, batch size, resol
 data of its training set's form (`synthetic_data`), through the training loop's own step
 (`Trainer.one_step`), from the step where its main phase starts (`Method.steady_step`: DTN's L_TID
 warm-up and GeoGAN's D-head and landmark warm-up run only part of the method). DTN's f and TP-GAN's
-L_ip use FaceNet with random weights: the same FLOPs as the converted one, so no pipeline data is needed. FLOPs per step (forward and backward) come
-from torch.utils.flop_counter, counted once per method; timing on a shared machine is noisy, so
-read the ratios, which are measured side by side.
+L_ip use FaceNet with random weights: the same FLOPs as the converted one, so no pipeline data is
+needed. FLOPs per step (forward and backward) come from torch.utils.flop_counter, counted once per
+method; timing on a shared machine is noisy, so read the ratios, which are measured side by side.
 """
 from __future__ import annotations
 

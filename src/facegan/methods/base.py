@@ -414,7 +414,8 @@ class EMA:
 
 def adam(parameters, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam with the fused kernel: one pass over the weights per step instead of a dozen elementwise ones
-    (~15 % of Fader's step on 2 CPU cores; pivotal tuning's 32 copies of G: 19 -> 16 s for 30 steps)."""
+    (~15 % of Fader's step on 2 CPU cores when it came in; for the other methods and for pivotal tuning it
+    measured neutral, within run-to-run noise)."""
     return torch.optim.Adam(parameters, lr, betas=betas, fused=True)
 
 

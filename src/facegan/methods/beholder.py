@@ -168,6 +168,7 @@ from facegan.devices import bf16_autocast
 from facegan.methods.base import (GANMethod, Metric, RequestError, TrainingData,
                                   TransformMethod, Transformed, adam, random_images, residual_composition, unwrap)
 from facegan.methods.nets import Generator, down_trunk, signed, sn_linear, strided_layers
+from facegan.metrics import binomial_se
 
 QUANTILES = 101   # beauty bins whose mean beta vectors are kept with the weights, for strips
 SELECTION_SHARE = 0.2
@@ -774,7 +775,7 @@ class BeholderGAN(GANMethod, TransformMethod):
             identity = check(beautified[delta])
             rise = float((beauty > beauty_photo).mean())
             table.append({"delta": delta, "rise_rate": rise,
-                          "rise_rate_se": float(np.sqrt(rise * (1 - rise) / len(photos))),
+                          "rise_rate_se": binomial_se(rise, len(photos)),
                           "rise_rate_vs_reconstruction": float((beauty > beauty_recon).mean()),
                           "beauty": float(beauty.mean()), **identity,
                           "rise_rate_residual": float((beauty_residual > beauty_photo).mean()),

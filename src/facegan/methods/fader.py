@@ -124,6 +124,7 @@ from torch import nn
 from facegan.methods.base import (CelebAAttributeData, Metric, RequestError, TransformMethod, Transformed, adam,
                                   residual_composition, unwrap)
 from facegan.methods.nets import MatmulConv2d, MatmulConvTranspose2d
+from facegan.metrics import binomial_se
 
 CLIP_NORM = 5.0
 EVAL_SLIDER = np.linspace(-1, 2, 8)   # slider values in the report's strips (the paper's figures: [-1, 2])
@@ -453,7 +454,7 @@ class FaderNetwork(CelebAAttributeData, TransformMethod):
                     if chosen.any():
                         rate = float(present[chosen].mean())
                         rows.append({"attribute": name, "alpha": float(alpha), "had": had, "present_rate": rate,
-                                     "present_rate_se": float(np.sqrt(rate * (1 - rate) / chosen.sum())),
+                                     "present_rate_se": binomial_se(rate, int(chosen.sum())),
                                      "faces": int(chosen.sum())})
         return pd.DataFrame(rows)
 

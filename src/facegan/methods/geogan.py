@@ -367,7 +367,7 @@ class GeoGAN(TransformMethod):
 
     def train_step(self, batch, step, generator):
         p, opt = self.params, self.optimizers
-        unwrap(self.refine).weight.fill_(p.refine_weight if step >= p.warmup + p.refine_start else 0.0)
+        unwrap(self.refine).weight.fill_(p.refine_weight if step >= self.steady_step() else 0.0)
         a, b = batch["image"], batch["ref_image"]
         land_a, land_b = self.landmarks(batch["attributes"]), self.landmarks(batch["ref_attributes"])
         if step < p.warmup:

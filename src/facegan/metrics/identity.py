@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from facegan.faces.align import template_pixels
+from facegan.metrics import binomial_se
 
 DLIB_THRESHOLD = 0.6
 FOLDS = 10
@@ -165,7 +166,7 @@ def identity_preservation(outputs: np.ndarray, source_index: np.ndarray, gallery
     accuracy = cross_validated_accuracy(transformed, same, seed=seed)["accuracy"]
     result = {"identity_acc": accuracy,
               # binomial over pairs (a face's two pairs share its output, so a slight underestimate)
-              "identity_acc_se": float(np.sqrt(accuracy * (1 - accuracy) / len(same))),
+              "identity_acc_se": binomial_se(accuracy, len(same)),
               "identity_ceiling": cross_validated_accuracy(untransformed, same, seed=seed)["accuracy"],
               "identity_pairs": int(len(same))}
     if fixed_threshold is not None:
