@@ -149,6 +149,13 @@ the same 32 test faces and judge (without -> with Male kept): FID 64 -> 66, beau
 their sex; the judge's beauty rises less per sd, because the cheapest way up its scale, feminising,
 is closed.
 
+Budget: 15 minutes (10 until the 3dac6d3 run; 5 of Fader's, which did not gain from them). Beautification's
+rise-identity frontier moves with G's steps: on 32 test faces, 3,907 steps rise / identity at delta 1
+0.84 / 0.86, the same checkpoint resumed to 10,658 steps 0.91 / 0.84 (beauty_spearman 0.80 -> 0.86); on
+128 validation faces the 3,338-step model of 9f860ac reached 0.81 / 0.84 with the default tuning (60 steps
+at 1.5e-3: 0.84 / 0.78; 80 at 1.25e-3: 0.81 / 0.80; 2.9 / 1.5 / 1.9 s a face: the cheaper tuning lost
+identity, so the default stays).
+
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
 the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
 paper's beta came from SCUT-FBP5500 (60 raters, 5,500 faces), ours by default

@@ -78,8 +78,10 @@ probe on E(x) linear Male, Young, MLP Male):
 6 minutes (~1,260 steps): 18.6 / 1.00, 0.98 / 0.44 / 0.92, 0.68, 0.84 in an experiment, 19.8 / 1.00,
 0.98 / 0.46 / 0.92, 0.67 in the default run from a fresh clone: the swaps take at the slider values, and
 reconstruction (loss still falling, ~0.06 -> 0.045 over the last 1,000 steps) and invariance move little
-with the budget; the default gives Fader 11.5 minutes since issue 19 freed the evaluations' time (11.75 until Beholder's
-edit term took 20 s of evaluate@beholder).
+with the budget. Fader had 11.5 minutes from issue 19 until the 3dac6d3 run; the fresh-clone run of 9f860ac
+(2,606 steps in 11.5 minutes on 2 AMX cores) gave 19.3 / 1.00, 0.79 / 0.49 / 0.92, 0.67: nothing gained
+over 6 minutes, so the default is 6.5 and the 5 minutes went to Beholder, whose beautification does gain
+from steps (beholder.py, Budget).
 At alpha = 1 - y the swaps take less (3 minutes: Male 0.77, Young 0.62; 6: 0.81, 0.51). The
 latent discriminator (test accuracy ~0.62, majority rate 0.61) is fooled,
 E(x) is not invariant, and reconstructions are blurred: PSNR >= 21,
