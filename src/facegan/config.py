@@ -478,7 +478,7 @@ class InversionParams:
     tune_lr: float = bounded(1e-3, 1e-7, 1.0)    # Adam's step for the tuned weights (PTI's 3e-4; beholder.py)
     tune_from: str = "blocks.0"                   # the first of G's layers tuned (fc, blocks.0, ..., out); the
                                                   #   earlier run once for every copy (PTI: all of G; beholder.py)
-    tune_edit: float = bounded(3.0, 0.0, 1000.0)  # weight of the edit term: the tuned G keeps G's own change
+    tune_edit: float = bounded(2.5, 0.0, 1000.0)  # weight of the edit term: the tuned G keeps G's own change
                                                   #   under beta (PTI's locality idea applied to beta; beholder.py)
     tune_feature: float = bounded(0.0, 0.0, 1000.0)  # weight of FaceNet's embedding distance while tuning
                                                   #   (PTI's perceptual term: LPIPS there; 0 = pixels alone)
