@@ -94,9 +94,9 @@ same model, 100 steps at 1e-3 (rise rate / identity at delta 1; at delta 0.5; se
 blocks.0 keeps fc, the layer that reads [z, beta], as G's: beta enters every tuned copy as it enters G.
 On validation faces the default sits at 0.84 / 0.84 (standard errors ~0.045 / ~0.035): the rise-identity
 frontier of this G at delta 1 passes near (0.84, 0.84) whichever layers tune.
-The edit term (ours, `inversion.tune_edit`, default 2.5 (3 until the 56058c6 run: below); 0 = off): while tuning, the tuned G also keeps G's
-own change under beta, weight w on ||(G_x(z, c + d) - G_x(z, c)) - (G(z, c + d) - G(z, c))||^2, d ~ U(0, 2)
-sd per photo and step (PTI's locality idea applied to beta). Why: without it the tuned copy redraws the
+The edit term (ours, `inversion.tune_edit`, default 2.5, 3 until the 56058c6 run (Budget, below); 0 = off):
+while tuning, the tuned G also keeps G's own change under beta, weight w on
+||(G_x(z, c + d) - G_x(z, c)) - (G(z, c + d) - G(z, c))||^2, d ~ U(0, 2) sd per photo and step (PTI's locality idea applied to beta). Why: without it the tuned copy redraws the
 photo whatever beta, most of all for men (Male held, 64 validation faces: G's own predicted-beauty gain
 from delta 0 to 1 was 0.26 for men and 0.34 for women, the tuned G's 0.01 and 0.20; rise rate at delta 1
 men 0.64, women 0.87). With the paper's G(z, beta) it only moved along the rise-identity frontier (from
@@ -153,7 +153,7 @@ Budget: 15 minutes (10 until the 3dac6d3 run; 5 of Fader's, which did not gain f
 rise-identity frontier moves with G's steps: on 32 test faces, 3,907 steps rise / identity at delta 1
 0.84 / 0.86, the same checkpoint resumed to 10,658 steps 0.91 / 0.84 (beauty_spearman 0.80 -> 0.86); on
 128 validation faces the 3,338-step model of 9f860ac reached 0.81 / 0.84 with the default tuning (60 steps
-at 1.5e-3: 0.84 / 0.78; 80 at 1.25e-3: 0.81 / 0.80; 2.9 / 1.5 / 1.9 s a face: the cheaper tuning lost
+at 1.5e-3: 0.84 / 0.78; 80 at 1.25e-3: 0.81 / 0.80; 2.2 / 1.5 / 1.9 s a face: the cheaper tuning lost
 identity, so the default stays). With 15 minutes' G the frontier moved toward rise, so the edit term's
 weight was re-chosen on 256 validation faces (two draws of 128; the 56058c6 run's model, 6,217 steps): w 3
 0.87 / 0.82 (first draw only), w 2 0.88 / 0.87, **w 2.5 (default) 0.88 / 0.87** (0.867 / 0.864 and
