@@ -164,13 +164,14 @@ draws; the tuning's ms a step for 32 faces on 2 AMX cores):
 - default (blocks.0, the edit term every step):            0.88 / 0.87 (383);
 - tune_from blocks.1:                                      0.89 / 0.85 (266);
 - the edit term on every 2nd step at twice its weight:     0.88 / 0.85 (287);
-- both:                                                    0.90 / 0.84 (193);
-- tune_lr 1.5e-3 (same cost), w 2.5 / w 2:                 0.89 / 0.87, 0.89 / 0.88.
+- both:                                                    0.89 / 0.84 (193);
+- tune_lr 1.5e-3 (same cost), w 2.5 / w 2:                 0.89 / 0.865, 0.89 / 0.88.
 Each cheaper tuning lost 0.02-0.035 of identity, so the default stays and so does the 32-face test sample.
 The 4x-minutes model (25,538 steps, README) on the same 256 validation faces: 0.94 / 0.89; on the 32 test
 faces it gave 0.84 / 0.83.
 The two G_x passes of a step in one vmap call (m images a grouped convolution) were no faster (344 against
-358 ms), and per-photo convolutions as unfold + bmm were 1.2-9x slower than vmap's grouped ones.
+358 ms); per-photo convolutions as unfold + bmm were 1.2x faster than vmap's grouped ones for the 256 -> 128
+layer at 8 x 8 (1.4x slower with both passes) and 4-9x slower for every other layer.
 
 Differences from the paper, for the CPU budget: 64 x 64 and a DCGAN/SNGAN with
 the hinge loss instead of progressive growing to 128 x 128 with WGAN-GP; the
