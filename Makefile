@@ -12,12 +12,11 @@ export PIP_NO_CACHE_DIR := 1
 
 # A new .venv takes ~7.1 GB (torch's CUDA build and its nvidia libraries): checked before pip starts, so that
 # a full disk is named here rather than as pip's OSError halfway through torch (how CI once failed).
-VENV_NEEDS_KB := 7500000
+VENV_NEEDS_MB := 7500
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	@test -x $(BIN)/python || { free=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
-	  [ "$$free" -ge $(VENV_NEEDS_KB) ] || { echo "error: a new $(VENV) needs about 7.5 GB free;" \
-	    "$$((free / 1024)) MB free on $$(df -P . | awk 'NR==2 {print $$6}')" >&2; exit 1; }; }
+	@test -x $(BIN)/python || df -Pm $(dir $(abspath $(VENV))) | awk -v need=$(VENV_NEEDS_MB) 'NR == 2 && $$4 < need \
+	  { printf "error: a new $(VENV) needs about %d MB free; %d MB free on %s\n", need, $$4, $$6 > "/dev/stderr"; exit 1 }'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt

@@ -96,8 +96,8 @@ On validation faces the default sits at 0.84 / 0.84 (standard errors ~0.045 / ~0
 frontier of this G at delta 1 passes near (0.84, 0.84) whichever layers tune.
 The edit term (ours, `inversion.tune_edit`, default 2.5, 3 until the 56058c6 run (Budget, below); 0 = off):
 while tuning, the tuned G also keeps G's own change under beta, weight w on
-||(G_x(z, c + d) - G_x(z, c)) - (G(z, c + d) - G(z, c))||^2, d ~ U(0, 2) sd per photo and step (PTI's locality idea applied to beta). Why: without it the tuned copy redraws the
-photo whatever beta, most of all for men (Male held, 64 validation faces: G's own predicted-beauty gain
+||(G_x(z, c + d) - G_x(z, c)) - (G(z, c + d) - G(z, c))||^2, d ~ U(0, 2) sd per photo and step (PTI's
+locality idea applied to beta). Why: without it the tuned copy redraws the photo whatever beta, most of all for men (Male held, 64 validation faces: G's own predicted-beauty gain
 from delta 0 to 1 was 0.26 for men and 0.34 for women, the tuned G's 0.01 and 0.20; rise rate at delta 1
 men 0.64, women 0.87). With the paper's G(z, beta) it only moved along the rise-identity frontier (from
 blocks.0, w 1: 0.83 / 0.78; w 3: 0.94 / 0.74), because G's edit carried a change of sex. With Male held,
